@@ -1,0 +1,97 @@
+"""Kubernetes label selectors: validation and matching (matchLabels AND matchExpressions)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+class SelectorError(ValueError):
+    """A label selector the API server would refuse."""
+
+
+def normalise(selector: Any, field: str) -> dict[str, Any]:
+    """Validate a LabelSelector and return it as a plain dict (raises SelectorError)."""
+    if selector is None:
+        return {}
+    if not isinstance(selector, dict):
+        raise SelectorError(f"{field} must be a label selector object")
+    out: dict[str, Any] = {}
+    labels = selector.get("matchLabels")
+    if labels:
+        if not isinstance(labels, dict):
+            raise SelectorError(f"{field}.matchLabels must be a mapping")
+        out["matchLabels"] = {str(k): str(v) for k, v in labels.items()}
+    expressions = selector.get("matchExpressions")
+    if expressions:
+        if not isinstance(expressions, list):
+            raise SelectorError(f"{field}.matchExpressions must be a list")
+        checked = []
+        for index, expr in enumerate(expressions):
+            where = f"{field}.matchExpressions[{index}]"
+            if not isinstance(expr, dict) or "key" not in expr:
+                raise SelectorError(f"{where} needs a key")
+            operator = expr.get("operator")
+            if operator not in OPERATORS:
+                raise SelectorError(f"{where}.operator {operator!r} is not one of {OPERATORS}")
+            values = [str(v) for v in expr.get("values") or []]
+            if operator in ("In", "NotIn") and not values:
+                raise SelectorError(f"{where}.values must not be empty for {operator}")
+            if operator in ("Exists", "DoesNotExist") and values:
+                raise SelectorError(f"{where}.values must be empty for {operator}")
+            item: dict[str, Any] = {"key": str(expr["key"]), "operator": operator}
+            if values:
+                item["values"] = values
+            checked.append(item)
+        out["matchExpressions"] = checked
+    return out
+
+
+def matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """True when the labels satisfy the selector; an empty selector matches everything."""
+    if not selector:
+        return True
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, operator = expr["key"], expr["operator"]
+        values = expr.get("values") or []
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def combine(*selectors: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The AND of several selectors as one selector, or None-equivalent ``{}`` when all empty.
+
+    Raises SelectorError when two selectors need different values for one matchLabels key
+    (the result could never match).
+    """
+    labels: dict[str, str] = {}
+    expressions: list[dict[str, Any]] = []
+    for selector in selectors:
+        if not selector:
+            continue
+        for key, value in (selector.get("matchLabels") or {}).items():
+            if key in labels and labels[key] != value:
+                raise SelectorError(f"label {key} cannot be both {labels[key]!r} and {value!r}")
+            labels[key] = value
+        for expr in selector.get("matchExpressions") or []:
+            if expr not in expressions:
+                expressions.append(dict(expr))
+    out: dict[str, Any] = {}
+    if labels:
+        out["matchLabels"] = dict(sorted(labels.items()))
+    if expressions:
+        out["matchExpressions"] = expressions
+    return out

@@ -1,0 +1,19 @@
+"""Shared fixtures: paths to the project's test data and to the shared reference material."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TESTDATA = REPO / "testdata"
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The shared folder beside the repository (CRDs, real-world files); skip when absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent (shared reference material is not in this checkout)")
+    return SHARED
