@@ -48,6 +48,8 @@ class ClusterSnapshot:
     others: list[SourceDocument] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     legacy_sources: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    """What the reader learnt besides objects (source, served Cilium API versions...)."""
     pool_aliases: dict[str, str] = field(default_factory=dict)
     """Legacy pool names (as Services still write them) → the pool's DNS-1123 name [M7]."""
 
@@ -192,7 +194,10 @@ def _choose_namespace(docs: Iterable[tuple[SourceDocument, str]], given: str | N
 
 
 def build_snapshot(
-    documents: Sequence[SourceDocument], *, metallb_namespace: str | None = None
+    documents: Sequence[SourceDocument],
+    *,
+    metallb_namespace: str | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> ClusterSnapshot:
     """Classify and validate documents into a ClusterSnapshot (raises InputError)."""
     metallb_docs: list[tuple[SourceDocument, str]] = []
@@ -231,6 +236,7 @@ def build_snapshot(
         nodes=nodes,
         others=others,
         legacy_sources=legacy_sources,
+        facts=dict(facts or {"source": "files"}),
     )
     seen: dict[tuple[str, str], ObjectRef] = {}
     for doc, version in metallb_docs:
