@@ -141,5 +141,272 @@ def convert(
         )
 
 
+@main.command()
+@click.option("--from", "from_paths", multiple=True, type=click.Path(), metavar="DIR",
+              help="File or folder of the cluster's objects (a kubectl dump); repeatable.")
+@click.option("--cilium-version", metavar="X.Y[.Z]", default=None,
+              help="Cilium version to check against (default: the agent image's).")
+@click.option("--metallb-namespace", metavar="NS", default=None,
+              help="MetalLB's namespace (default: the one its objects are in).")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
+def preflight(
+    from_paths: tuple[str, ...],
+    cilium_version: str | None,
+    metallb_namespace: str | None,
+    output: str,
+) -> None:
+    """Check that the cluster is ready to move to Cilium (stage 0, read-only).
+
+    Prints each check with what was found and the remedy, then the exact Cilium Helm values,
+    Talos patch or commands to apply. Exits 3 while an ERROR remains.
+    """
+    from migrate.preflight import run_preflight
+    from migrate.preflight.output import preflight_json, preflight_table
+    from migrate.sources.snapshot import read_snapshot
+
+    if not from_paths:
+        raise click.UsageError("give the cluster's objects with --from DIR (reading a live"
+                               " cluster is not available yet)")
+    snapshot = read_snapshot(list(from_paths), metallb_namespace=metallb_namespace)
+    report = run_preflight(snapshot, cilium_version=cilium_version)
+    if output == "json":
+        click.echo(preflight_json(report), nl=False)
+    else:
+        preflight_table(report, sys.stdout)
+    if report.blocking:
+        raise BlockedError("preflight: an ERROR check blocks the migration (see above)")
+
+
+@main.command()
+@click.option("--arp", is_flag=True, help="Probe the IPs over ARP (needs CAP_NET_RAW).")
+@click.option("--interface", metavar="IF", help="Interface to probe on; nothing is sent elsewhere.")
+@click.option("--ip", "ip_specs", multiple=True, metavar="IP|CIDR|A-B",
+              help="IPs to check, without any cluster; repeatable.")
+@click.option("--node-mac", "node_macs", multiple=True, metavar="NODE=MAC",
+              help="Name the node behind a MAC; repeatable.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
+def verify(
+    arp: bool,
+    interface: str | None,
+    ip_specs: tuple[str, ...],
+    node_macs: tuple[str, ...],
+    output: str,
+) -> None:
+    """Check the wire: each IP answered over ARP by exactly one MAC (invariant I2).
+
+    Exits 4 when an IP is silent or answered by several MACs.
+    """
+    from migrate.verify.arp import node_pairs, verify_arp
+
+    if not arp:
+        raise click.UsageError("give --arp (the API checks are not available yet)")
+    if not interface:
+        raise click.UsageError("--arp needs --interface IF")
+    if not ip_specs:
+        raise click.UsageError("give the IPs with --ip (the plan's IPs are not available yet)")
+    report = verify_arp(interface, ip_specs, node_macs=node_pairs(node_macs, "MAC"))
+    if output == "json":
+        import json
+
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        colour = {"ok": "green", "conflict": "red", "silent": "yellow"}
+        table = Table("IP", "status", "MACs", "nodes", title=f"ARP on {interface}")
+        for entry in report.entries:
+            table.add_row(str(entry.ip), f"[{colour[entry.status]}]{entry.status}",
+                          " ".join(entry.macs) or "-", " ".join(entry.nodes) or "-")
+        Console().print(table)
+    not_ok = sum(1 for entry in report.entries if entry.status != "ok")
+    if not_ok:
+        raise VerificationError(
+            f"{not_ok} of {len(report.entries)} IPs are not answered by exactly one MAC"
+        )
+
+
+def _cluster_options(function: Any) -> Any:
+    """--kubeconfig, --context and --state-namespace, shared by the commands that talk to a
+    cluster."""
+    function = click.option("--state-namespace", default="kube-system", show_default=True,
+                            help="Namespace of migrate's state ConfigMap and lock Lease.")(
+        function)
+    function = click.option("--context", "kube_context", default=None,
+                            help="kubeconfig context to use.")(function)
+    function = click.option("--kubeconfig", default=None, type=click.Path(),
+                            help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or"
+                                 " in-cluster).")(function)
+    return function
+
+
+def _kube(kubeconfig: str | None, kube_context: str | None) -> Any:
+    from migrate.kube import Kube
+
+    return Kube.from_kubeconfig(kubeconfig, kube_context)
+
+
+class _ConsoleReporter:
+    """Progress of apply and rollback on stderr."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str, int, int] | None = None
+
+    def event(self, message: str) -> None:
+        click.echo(f"  {message}", err=True)
+
+    def progress(self, description: str, done: int, total: int) -> None:
+        if self._last != (description, done, total):
+            self._last = (description, done, total)
+            width = 30
+            filled = width * done // total if total else width
+            click.echo(f"    [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", err=True)
+
+
+@main.command()
+@click.option("--from", "from_paths", multiple=True, type=click.Path(exists=True),
+              help="Plan from files/folders (a cluster snapshot) instead of a live cluster.")
+@_cluster_options
+@click.option("--out", "out_path", type=click.Path(), default=None,
+              help="Save the plan to this file (for migrate apply).")
+@click.option("-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table",
+              show_default=True)
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when there is nothing to do, 2 when changes are pending (1 error).")
+@click.option("--cilium-version", metavar="X.Y", default=None,
+              help="Target Cilium version (default: detected from the cluster, else newest).")
+@click.option("--metallb-namespace", metavar="NS", default=None)
+@click.option("--cilium-namespace", metavar="NS", default="kube-system", show_default=True)
+def plan(from_paths: tuple[str, ...], kubeconfig: str | None, kube_context: str | None,
+         state_namespace: str, out_path: str | None, output: str, detailed_exitcode: bool,
+         cilium_version: str | None, metallb_namespace: str | None,
+         cilium_namespace: str) -> None:
+    """Show the staged migration plan, with a diff of every object each stage touches."""
+    from migrate.plan.api import make_plan, save_plan
+    from migrate.render import plan_document, plan_text
+
+    if from_paths:
+        from migrate.sources.snapshot import read_snapshot
+
+        snapshot = read_snapshot(list(from_paths), metallb_namespace=metallb_namespace)
+        snapshot.facts["source"] = "files: " + ", ".join(from_paths)
+    else:
+        from migrate.sources.live import read_live
+
+        kube = _kube(kubeconfig, kube_context)
+        snapshot = read_live(kube, metallb_namespace=metallb_namespace,
+                             cilium_namespace=cilium_namespace)
+    if not snapshot.has_metallb:
+        raise NothingToMigrateError("nothing MetalLB-related found: there is nothing to migrate")
+    result = make_plan(snapshot, cilium=cilium_version, cilium_namespace=cilium_namespace)
+    if out_path:
+        save_plan(result, out_path)
+    if output == "table":
+        plan_text(result, sys.stdout)
+        if out_path:
+            click.echo(f"Saved to {out_path}; apply it one stage at a time with"
+                       f" `migrate apply --plan {out_path} --stage pin`.")
+    else:
+        click.echo(plan_document(result, output), nl=False)
+    if result.blocked:
+        raise BlockedError("the plan has ERROR findings; fix them before applying")
+    if detailed_exitcode:
+        sys.exit(2 if result.has_changes else 0)
+
+
+@main.command()
+@click.option("--plan", "plan_path", required=True, type=click.Path(exists=True),
+              help="A plan saved by migrate plan --out.")
+@click.option("--stage", "stage", required=True, help="Stage name or number.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Send every write with the server's dry run.")
+@click.option("--timeout-scale", type=float, default=1.0, show_default=True,
+              help="Multiply every wait's timeout.")
+@_cluster_options
+def apply(plan_path: str, stage: str, yes: bool, dry_run: bool, timeout_scale: float,
+          kubeconfig: str | None, kube_context: str | None, state_namespace: str) -> None:
+    """Carry out one stage of a saved plan, then check every Service kept its IPs."""
+    from migrate.apply.executor import ApplyOptions, apply_stage
+    from migrate.apply.waits import WaitOptions
+    from migrate.plan.api import load_plan
+    from migrate.render import plan_text
+
+    loaded = load_plan(plan_path)
+    chosen = loaded.stage(stage)
+    if not yes and not dry_run:
+        single = type(loaded)(**{**loaded.__dict__, "stages": [chosen]})
+        plan_text(single, sys.stderr)
+        if not sys.stdin.isatty():
+            raise click.UsageError("not a terminal: confirm with --yes")
+        click.confirm(f"Apply stage {chosen.number} ({chosen.name})?", abort=True, err=True)
+    kube = _kube(kubeconfig, kube_context)
+    options = ApplyOptions(dry_run=dry_run, state_namespace=state_namespace,
+                           waits=WaitOptions(timeout_scale=timeout_scale))
+    click.echo(f"Stage {chosen.number}: {chosen.name}", err=True)
+    result = apply_stage(kube, loaded, chosen.name, options=options,
+                         reporter=_ConsoleReporter())
+    messages = {
+        "applied": f"Stage {result.stage} applied ({result.writes} write(s)); every Service"
+                   " kept its IPs.",
+        "already-applied": f"Stage {result.stage} was already applied; nothing to do."
+                           + (f" ({result.notes[0]})" if result.notes else ""),
+        "dry-run": f"Dry run of stage {result.stage}: {result.writes} write(s) accepted by the"
+                   " server, nothing changed.",
+    }
+    click.echo(messages[result.outcome])
+
+
+@main.command()
+@click.option("--plan", "plan_path", required=True, type=click.Path(exists=True),
+              help="The plan the stages were applied with.")
+@click.option("--to", "to_stage", default=None,
+              help="Undo the stages after this one (default: every stage).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Show what would be undone; change nothing.")
+@_cluster_options
+def rollback(plan_path: str, to_stage: str | None, yes: bool, dry_run: bool,
+             kubeconfig: str | None, kube_context: str | None, state_namespace: str) -> None:
+    """Undo applied stages from the recorded backups, newest first."""
+    from migrate.apply.executor import ApplyOptions
+    from migrate.apply.rollback import rollback as run_rollback
+    from migrate.plan.api import load_plan
+
+    loaded = load_plan(plan_path)
+    kube = _kube(kubeconfig, kube_context)
+    preview = run_rollback(kube, loaded, to=to_stage,
+                           options=ApplyOptions(dry_run=True, state_namespace=state_namespace),
+                           reporter=_ConsoleReporter())
+    if not preview.undone:
+        click.echo("Nothing to roll back.")
+        return
+    if dry_run:
+        click.echo(f"Dry run: would undo {', '.join(preview.undone)}.")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("not a terminal: confirm with --yes")
+        click.confirm(f"Undo {', '.join(preview.undone)}?", abort=True, err=True)
+    result = run_rollback(kube, loaded, to=to_stage,
+                          options=ApplyOptions(state_namespace=state_namespace),
+                          reporter=_ConsoleReporter())
+    click.echo(f"Rolled back {', '.join(result.undone)}; every Service kept its IPs.")
+
+
+@main.command()
+@_cluster_options
+def status(kubeconfig: str | None, kube_context: str | None, state_namespace: str) -> None:
+    """The stages applied to the cluster, by whom and when, and the lock."""
+    from migrate.apply.lock import LOCK_NAME, lock_holder
+    from migrate.apply.state import StateStore
+    from migrate.render import status_text
+
+    kube = _kube(kubeconfig, kube_context)
+    state = StateStore(kube, state_namespace).load()
+    lease = kube.try_get("coordination.k8s.io/v1", "Lease", LOCK_NAME, state_namespace)
+    status_text(state, lock_holder(lease), state_namespace, sys.stdout)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -91,3 +91,101 @@ def _width(stream: IO[str]) -> int:
 
         return shutil.get_terminal_size((120, 24)).columns
     return 160
+
+
+def _short(value: Any, limit: int = 90) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def plan_text(plan: Any, stream: IO[str]) -> None:
+    """The plan as a person reads it: stages, checks, actions and a diff per object."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from migrate.plan.diff import action_changes
+
+    console = Console(file=stream, soft_wrap=False, width=_width(stream), highlight=False)
+    console.print(f"[bold]Migration plan[/] (fingerprint {plan.fingerprint}, Cilium"
+                  f" {plan.cilium_version}, MetalLB namespace {plan.metallb_namespace},"
+                  f" source: {escape(plan.source)})")
+    total = 0
+    for stage in plan.stages:
+        changes = stage.changes
+        total += len(changes)
+        console.print()
+        console.print(f"[bold cyan]Stage {stage.number}: {stage.name}[/] — {escape(stage.title)}"
+                      f" ({len(changes)} change(s))")
+        if stage.why:
+            console.print(f"  [dim]{escape(stage.why)}[/]")
+        for check in stage.checks_before:
+            console.print(f"  [dim]before:[/] {escape(check)}")
+        for action in stage.actions:
+            style = {"create": "green", "delete": "red", "patch": "yellow",
+                     "scale": "yellow", "wait": "blue"}.get(action.verb, "white")
+            console.print(f"  [{style}]{action.verb:>6}[/] {escape(action.target.key)}:"
+                          f" {escape(action.description)}")
+            for change in action_changes(action):
+                if change.path == "(object)":
+                    obj = change.new if change.sign == "+" else change.old
+                    spec = (obj or {}).get("spec") if isinstance(obj, dict) else None
+                    if spec:
+                        console.print(f"         [{style}]{change.sign}[/] spec:"
+                                      f" {escape(_short(spec, 200))}")
+                    continue
+                color = {"+": "green", "-": "red", "~": "yellow"}[change.sign]
+                if change.sign == "~":
+                    detail = f"{_short(change.old)} → {_short(change.new)}"
+                elif change.sign == "+":
+                    detail = _short(change.new)
+                else:
+                    detail = _short(change.old)
+                console.print(f"         [{color}]{change.sign} {escape(change.path)}:[/]"
+                              f" {escape(detail)}")
+        for check in stage.checks_after:
+            console.print(f"  [dim]after:[/] {escape(check)}")
+    manual = plan.context.get("manualLastStep")
+    if manual:
+        console.print()
+        console.print(f"[bold]Then, by hand:[/] {escape(manual)}")
+    console.print()
+    findings_table(plan.findings, stream)
+    verdict = ("[bold red]This plan has ERROR findings: apply will refuse it.[/]"
+               if plan.blocked else
+               f"Plan: {total} change(s) in {sum(1 for s in plan.stages if s.changes)}"
+               " stage(s).")
+    console.print(verdict)
+
+
+def plan_document(plan: Any, output: str) -> str:
+    """The plan as YAML or JSON (top-level ``stages`` and ``findings``)."""
+    import yaml
+
+    data = plan.to_dict()
+    if output == "json":
+        return json.dumps(data, indent=2) + "\n"
+    return str(yaml.safe_dump(data, sort_keys=False, width=100))
+
+
+def status_text(state: Any, lock: Any, namespace: str, stream: IO[str]) -> None:
+    """Which stages are done, by whom and when, and who holds the lock."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(file=stream, soft_wrap=False, width=_width(stream), highlight=False)
+    if not state.stages:
+        console.print(f"No migration recorded in namespace {namespace}.")
+    else:
+        console.print(f"Plan {state.plan_digest} (fingerprint {state.plan_fingerprint})")
+        table = Table(show_lines=False)
+        for column in ("Stage", "Status", "Started", "By", "Applied"):
+            table.add_column(column)
+        for record in state.stages:
+            table.add_row(record.name, record.status, record.started_at,
+                          escape(record.started_by), record.applied_at or "")
+        console.print(table)
+    if lock is None:
+        console.print("Lock: free")
+    else:
+        console.print(f"Lock: held by {escape(lock[0])} until {lock[1].isoformat()}")

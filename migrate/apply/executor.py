@@ -1,0 +1,235 @@
+"""Carry out one stage of a saved plan: refuse a stale plan, lock, back up, write, wait, check.
+
+The order inside ``apply_stage`` is the contract of design §1: I5 (the objects are as the plan
+saw them) before anything; I4 (backups recorded) before the first write; I1 (every Service
+keeps its IPs) after every wait and at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrate.apply.lock import MigrationLock
+from migrate.apply.state import (
+    MigrationState,
+    StageRecord,
+    StateStore,
+    now_rfc3339,
+    operator_identity,
+)
+from migrate.apply.waits import (
+    Reporter,
+    WaitOptions,
+    check_i1,
+    ip_violations,
+    ipam_check,
+    lease_check,
+    replicas_check,
+    service_ips,
+    wait_until,
+)
+from migrate.errors import BlockedError
+from migrate.kube import Kube
+from migrate.plan.model import Action, Plan, Stage
+from migrate.plan.views import view
+
+Obj = dict[str, Any]
+DEFAULT_STATE_NAMESPACE = "kube-system"
+
+
+@dataclass
+class ApplyOptions:
+    """Knobs of an apply or a rollback."""
+
+    dry_run: bool = False
+    state_namespace: str = DEFAULT_STATE_NAMESPACE
+    waits: WaitOptions = field(default_factory=WaitOptions)
+    lock_duration: int = 30
+
+
+@dataclass
+class StageResult:
+    """What happened to a stage."""
+
+    stage: str
+    outcome: str  # applied | already-applied | dry-run
+    writes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _get(kube: Kube, action: Action) -> Obj | None:
+    t = action.target
+    return kube.try_get(t.api_version, t.kind, t.name, t.namespace)
+
+
+def _current_view(kube: Kube, action: Action) -> Obj | None:
+    return view(_get(kube, action))
+
+
+def stale_objects(kube: Kube, plan: Plan, stage: Stage, *, resuming: bool) -> list[str]:
+    """I5: what differs from what the plan saw (empty when the stage may run)."""
+    problems: list[str] = []
+    expected = plan.expected_ips
+    current = service_ips(kube)
+    problems.extend(ip_violations(expected, current))
+    known = set(plan.context.get("services") or expected)
+    for key in sorted(set(current) - known):
+        if current[key] or stage.number <= 3:
+            problems.append(f"Service {key} appeared after planning")
+    seen: set[str] = set()
+    for action in stage.actions:
+        key = action.target.key
+        if action.verb == "wait" or key in seen:
+            continue
+        seen.add(key)
+        now = _current_view(kube, action)
+        if action.verb == "create":
+            if now is not None and now != action.after:
+                problems.append(f"{key} already exists with another content")
+            continue
+        if now == action.before:
+            continue
+        if resuming and now == (None if action.verb == "delete" else action.after):
+            continue
+        problems.append(f"{key} changed since the plan was made")
+    return problems
+
+
+def _backup_payload(kube: Kube, stage: Stage) -> Obj:
+    objects = []
+    seen: set[str] = set()
+    for action in stage.actions:
+        if action.verb == "wait" or action.target.key in seen:
+            continue
+        seen.add(action.target.key)
+        objects.append({"target": action.target.to_dict(), "object": _get(kube, action)})
+    return {"stage": stage.name, "takenAt": now_rfc3339(), "objects": objects}
+
+
+def run_action(kube: Kube, plan: Plan, action: Action, *, dry_run: bool,
+               waits: WaitOptions, reporter: Reporter) -> bool:
+    """Carry out one action; True when it wrote something. Idempotent on a re-run."""
+    t = action.target
+    if action.verb == "wait":
+        if dry_run:
+            return False
+        spec = action.wait or {}
+        timeout = float(spec.get("timeout", 120))
+        kind = spec.get("for")
+        if kind == "replicas":
+            check = replicas_check(kube, t.to_dict(), int(spec.get("replicas", 0)))
+        elif kind == "ipam":
+            check = ipam_check(kube, plan)
+        elif kind == "leases":
+            check = lease_check(kube, plan)
+        else:
+            raise BlockedError(f"the plan has a wait this version does not know: {kind}")
+        wait_until(check, action.description, timeout, waits, reporter)
+        check_i1(kube, plan)
+        return False
+    current = _get(kube, action)
+    if action.verb == "create":
+        if current is not None:
+            return False
+        assert action.body is not None
+        kube.create(action.body, dry_run=dry_run)
+    elif action.verb == "delete":
+        if current is None:
+            return False
+        kube.delete(t.api_version, t.kind, t.name, t.namespace, dry_run=dry_run)
+    elif action.verb == "patch":
+        if view(current) == action.after:
+            return False
+        kube.patch(t.api_version, t.kind, t.name, action.patch, namespace=t.namespace,
+                   dry_run=dry_run)
+    elif action.verb == "scale":
+        replicas = int(action.replicas or 0)
+        if current is not None and (current.get("spec") or {}).get("replicas") == replicas:
+            return False
+        assert t.namespace is not None
+        kube.scale(t.api_version, t.kind, t.name, t.namespace, replicas, dry_run=dry_run)
+    else:
+        raise BlockedError(f"the plan has an action this version does not know: {action.verb}")
+    reporter.event(f"{'(dry run) ' if dry_run else ''}{action.verb} {t.key}: "
+                   f"{action.description}")
+    return True
+
+
+def _check_order(plan: Plan, stage: Stage, state: MigrationState) -> None:
+    missing = [s.name for s in plan.stages if 0 < s.number < stage.number
+               and not state.applied(s.name)]
+    if missing:
+        raise BlockedError(
+            f"stage {stage.name} needs the earlier stage(s) applied first: {', '.join(missing)}"
+        )
+
+
+def apply_stage(kube: Kube, plan: Plan, selector: str | int, *,
+                options: ApplyOptions | None = None,
+                reporter: Reporter | None = None) -> StageResult:
+    """Apply one stage of a plan to the cluster (see the module docstring for the order)."""
+    from migrate.apply.rollback import restore_webhook_bypass
+    from migrate.apply.waits import SilentReporter
+
+    options = options or ApplyOptions()
+    reporter = reporter or SilentReporter()
+    stage = plan.stage(selector)
+    if plan.blocked:
+        errors = [f"{f.obj}: {f.message}" for f in plan.findings if f.severity.value == "ERROR"]
+        raise BlockedError("the plan has ERROR findings and cannot be applied: "
+                           + "; ".join(errors))
+    store = StateStore(kube, options.state_namespace)
+    lock = None if options.dry_run else MigrationLock(
+        kube, options.state_namespace, duration=options.lock_duration)
+    if lock is not None:
+        lock.acquire()
+    try:
+        state = store.load()
+        if state.webhook_bypass and not options.dry_run:
+            restore_webhook_bypass(kube, store, state, reporter)
+        if state.plan_digest and state.plan_digest != plan.digest() and state.stages:
+            raise BlockedError(
+                "this cluster is being migrated with another plan (recorded digest"
+                f" {state.plan_digest}); use that plan, or roll back first"
+            )
+        record = state.record(stage.name)
+        if record is not None and record.status == "applied":
+            return StageResult(stage.name, "already-applied",
+                               notes=[f"applied {record.applied_at} by {record.started_by}"])
+        _check_order(plan, stage, state)
+        resuming = record is not None
+        problems = stale_objects(kube, plan, stage, resuming=resuming)
+        if problems:
+            raise BlockedError(
+                "the plan is stale (the cluster changed after it was made); run migrate plan"
+                " again:\n  - " + "\n  - ".join(problems)
+            )
+        if options.dry_run:
+            writes = sum(run_action(kube, plan, a, dry_run=True, waits=options.waits,
+                                    reporter=reporter) for a in stage.actions)
+            return StageResult(stage.name, "dry-run", writes=writes)
+        if record is None:
+            parts = store.write_backup(stage.name, _backup_payload(kube, stage))
+            record = StageRecord(stage.name, "in-progress", now_rfc3339(),
+                                 operator_identity(), backup_parts=parts)
+            state.stages.append(record)
+            state.plan_digest = plan.digest()
+            state.plan_fingerprint = plan.fingerprint
+            state.history.append({"at": record.started_at, "by": record.started_by,
+                                  "event": f"started {stage.name}"})
+            store.save(state)
+        writes = 0
+        for action in stage.actions:
+            writes += run_action(kube, plan, action, dry_run=False, waits=options.waits,
+                                 reporter=reporter)
+        check_i1(kube, plan)
+        record.status = "applied"
+        record.applied_at = now_rfc3339()
+        state.history.append({"at": record.applied_at, "by": operator_identity(),
+                              "event": f"applied {stage.name}"})
+        store.save(state)
+        return StageResult(stage.name, "applied", writes=writes)
+    finally:
+        if lock is not None:
+            lock.release()

@@ -1,0 +1,117 @@
+"""The migration lock: a coordination.k8s.io Lease with a holder and an expiry, renewed while
+the tool works, so a second ``apply`` or ``rollback`` fails fast and names who holds it."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import threading
+from types import TracebackType
+
+from migrate.apply.state import STATE_LABELS, now_rfc3339, operator_identity
+from migrate.errors import BlockedError
+from migrate.kube import Kube, KubeError, Obj
+
+LOCK_NAME = "lbmigrate-lock"
+
+
+def _parse_time(text: str | None) -> _dt.datetime | None:
+    if not text:
+        return None
+    try:
+        return _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def lock_holder(lease: Obj | None) -> tuple[str, _dt.datetime] | None:
+    """Who holds the lock and until when, if it is held and not expired."""
+    if lease is None:
+        return None
+    spec = lease.get("spec") or {}
+    holder = spec.get("holderIdentity")
+    renewed = _parse_time(spec.get("renewTime")) or _parse_time(spec.get("acquireTime"))
+    if not holder or renewed is None:
+        return None
+    expiry = renewed + _dt.timedelta(seconds=int(spec.get("leaseDurationSeconds") or 30))
+    if expiry <= _dt.datetime.now(_dt.UTC):
+        return None
+    return str(holder), expiry
+
+
+class MigrationLock:
+    """Hold the lock for the life of a ``with`` block; renew it in the background."""
+
+    def __init__(self, kube: Kube, namespace: str, *, duration: int = 30,
+                 identity: str | None = None) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.duration = duration
+        self.identity = identity or operator_identity()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.renew_error: Exception | None = None
+
+    def _body(self, resource_version: str | None) -> Obj:
+        now = now_rfc3339()
+        metadata: Obj = {"name": LOCK_NAME, "namespace": self.namespace,
+                         "labels": dict(STATE_LABELS)}
+        if resource_version:
+            metadata["resourceVersion"] = resource_version
+        return {
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata,
+            "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.duration,
+                     "acquireTime": now, "renewTime": now},
+        }
+
+    def acquire(self) -> None:
+        """Take the lock, or raise BlockedError naming the holder and the expiry."""
+        lease = self.kube.try_get("coordination.k8s.io/v1", "Lease", LOCK_NAME, self.namespace)
+        held = lock_holder(lease)
+        if held is not None and held[0] != self.identity:
+            raise BlockedError(
+                f"another migrate run holds the lock: {held[0]}, until"
+                f" {held[1].strftime('%H:%M:%S')} UTC (Lease {self.namespace}/{LOCK_NAME})"
+            )
+        try:
+            if lease is None:
+                self.kube.create(self._body(None))
+            else:
+                self.kube.replace(self._body(lease["metadata"].get("resourceVersion")))
+        except KubeError as error:
+            if error.status == 409:
+                raise BlockedError(
+                    "another migrate run took the lock at the same moment; try again"
+                ) from None
+            raise
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._renew, name="lbmigrate-lock",
+                                        daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.duration / 3):
+            try:
+                self.kube.patch("coordination.k8s.io/v1", "Lease", LOCK_NAME,
+                                {"spec": {"renewTime": now_rfc3339()}},
+                                namespace=self.namespace)
+            except Exception as error:  # keep trying; the holder sees it at release
+                self.renew_error = error
+
+    def release(self) -> None:
+        """Stop renewing and free the lock."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with contextlib.suppress(KubeError):  # if this fails the lock expires on its own
+            self.kube.patch("coordination.k8s.io/v1", "Lease", LOCK_NAME,
+                            {"spec": {"holderIdentity": None, "renewTime": None}},
+                            namespace=self.namespace)
+
+    def __enter__(self) -> MigrationLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()

@@ -1,0 +1,297 @@
+"""Undo applied stages from the recorded backups, newest first, keeping I1 and I2.
+
+The three traps of design §2, and how each undo avoids them:
+
+* Deleting Cilium pools while LB-IPAM runs clears the IPs of the Services they held [C1.4].
+  Undo of ``ipam-handover`` therefore stops Cilium's operator first, deletes the pools, and
+  starts it again: with no pool LB-IPAM stays dormant and touches no Service [C1.1]. Then the
+  ``cilium.io/IPAMRequestSatisfied`` condition it left on the Services is removed.
+* Creating or updating ``metallb.io`` objects needs MetalLB's webhook, which its stopped
+  controller does not serve [M8]. Undo of ``decommission`` and ``l2-cutover`` recreates MetalLB
+  objects with the webhooks' failurePolicy set to Ignore, recorded in the state first and
+  restored exactly afterwards, even on error (and by the next run if this one dies).
+* A MetalLB controller that starts with no pools clears every Service's IP [M2]. Its pools are
+  back (undo of ``decommission`` runs before undo of ``freeze-metallb``, newest first) before
+  undo of ``freeze-metallb`` starts it; it then re-adopts the IPs in the status [M6], which the
+  pins of stage 1 (still present at that point) also request.
+
+Undo of ``l2-cutover`` deletes Cilium's policies before recreating the L2Advertisements: break
+before make again, so there are never two announcers (I2).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrate.apply.executor import ApplyOptions
+from migrate.apply.lock import MigrationLock
+from migrate.apply.state import MigrationState, StateStore, now_rfc3339, operator_identity
+from migrate.apply.waits import Reporter, SilentReporter, check_i1, replicas_check, wait_until
+from migrate.errors import BlockedError
+from migrate.kube import Kube, KubeError
+from migrate.plan.model import STAGE_NAMES, Plan, Target
+from migrate.plan.views import creatable
+
+Obj = dict[str, Any]
+SATISFIED = "cilium.io/IPAMRequestSatisfied"
+
+
+@dataclass
+class RollbackResult:
+    """Which stages were undone."""
+
+    undone: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    steps: list[str] = field(default_factory=list)
+
+
+def _objects(backup: Obj) -> list[tuple[Target, Obj | None]]:
+    return [(Target.from_dict(item["target"]), item.get("object"))
+            for item in backup.get("objects") or []]
+
+
+def restore_webhook_bypass(kube: Kube, store: StateStore, state: MigrationState,
+                           reporter: Reporter) -> None:
+    """Put MetalLB's webhook configuration back exactly as recorded before a bypass."""
+    original = state.webhook_bypass
+    if not original:
+        return
+    name = original["metadata"]["name"]
+    current = kube.try_get("admissionregistration.k8s.io/v1",
+                           "ValidatingWebhookConfiguration", name)
+    if current is not None:
+        body = creatable(original)
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        kube.replace(body)
+    reporter.event(f"restored the webhooks of ValidatingWebhookConfiguration {name}")
+    state.webhook_bypass = None
+    store.save(state)
+
+
+@contextmanager
+def webhook_bypass(kube: Kube, store: StateStore, state: MigrationState, name: str | None,
+                   reporter: Reporter) -> Iterator[None]:
+    """While inside, MetalLB's webhooks fail open; recorded first, always restored [M8]."""
+    current = kube.try_get("admissionregistration.k8s.io/v1",
+                           "ValidatingWebhookConfiguration", name) if name else None
+    if current is None:
+        yield
+        return
+    state.webhook_bypass = copy.deepcopy(current)
+    store.save(state)
+    relaxed = copy.deepcopy(current)
+    for webhook in relaxed.get("webhooks") or []:
+        webhook["failurePolicy"] = "Ignore"
+    kube.replace(relaxed)
+    reporter.event(f"MetalLB's webhooks fail open while its objects are restored ({name})")
+    try:
+        yield
+    finally:
+        restore_webhook_bypass(kube, store, state, reporter)
+
+
+class _Undo:
+    def __init__(self, kube: Kube, plan: Plan, store: StateStore, state: MigrationState,
+                 options: ApplyOptions, reporter: Reporter) -> None:
+        self.kube = kube
+        self.plan = plan
+        self.store = store
+        self.state = state
+        self.options = options
+        self.reporter = reporter
+        self.dry = options.dry_run
+        self.steps: list[str] = []
+
+    def step(self, text: str) -> None:
+        self.steps.append(text)
+        self.reporter.event(("(dry run) " if self.dry else "") + text)
+
+    # -- primitives ------------------------------------------------------------------------
+    def restore_metadata(self, target: Target, original: Obj) -> None:
+        """Labels and annotations back exactly as recorded (merge patch with nulls)."""
+        current = self.kube.try_get(target.api_version, target.kind, target.name,
+                                    target.namespace)
+        if current is None:
+            return
+        patch: Obj = {"metadata": {}}
+        for part in ("labels", "annotations"):
+            want = (original.get("metadata") or {}).get(part) or {}
+            have = (current.get("metadata") or {}).get(part) or {}
+            change = {k: v for k, v in want.items() if have.get(k) != v}
+            change.update({k: None for k in have if k not in want})
+            if change:
+                patch["metadata"][part] = change
+        if patch["metadata"]:
+            self.step(f"restore labels and annotations of {target.key}")
+            self.kube.patch(target.api_version, target.kind, target.name, patch,
+                            namespace=target.namespace, dry_run=self.dry)
+
+    def recreate(self, target: Target, original: Obj) -> None:
+        if self.kube.try_get(target.api_version, target.kind, target.name,
+                             target.namespace) is not None:
+            return
+        self.step(f"recreate {target.key}")
+        self.kube.create(creatable(original), dry_run=self.dry)
+
+    def delete(self, target: Target) -> None:
+        if self.kube.try_get(target.api_version, target.kind, target.name,
+                             target.namespace) is None:
+            return
+        self.step(f"delete {target.key}")
+        self.kube.delete(target.api_version, target.kind, target.name, target.namespace,
+                         dry_run=self.dry)
+
+    def scale(self, target: Target, replicas: int, why: str) -> None:
+        current = self.kube.try_get("apps/v1", "Deployment", target.name, target.namespace)
+        if current is None:
+            return
+        if (current.get("spec") or {}).get("replicas") != replicas:
+            self.step(f"scale {target.key} to {replicas}: {why}")
+            assert target.namespace is not None
+            self.kube.scale("apps/v1", "Deployment", target.name, target.namespace, replicas,
+                            dry_run=self.dry)
+        if not self.dry:
+            wait_until(replicas_check(self.kube, target.to_dict(), replicas),
+                       f"{target.key} has {replicas} ready replica(s)", 180,
+                       self.options.waits, self.reporter)
+
+    def clear_satisfied_condition(self) -> None:
+        for svc in self.kube.iter_list("v1", "Service"):
+            conditions = (svc.get("status") or {}).get("conditions") or []
+            if not any(c.get("type") == SATISFIED for c in conditions):
+                continue
+            meta = svc["metadata"]
+            kept = [c for c in conditions if c.get("type") != SATISFIED]
+            self.step(f"remove {SATISFIED} from Service {meta['namespace']}/{meta['name']}")
+            status = dict(svc.get("status") or {})
+            status["conditions"] = kept
+            self.kube.patch("v1", "Service", meta["name"], {"status": {"conditions": kept}},
+                            namespace=meta["namespace"], subresource="status",
+                            dry_run=self.dry)
+
+    # -- per stage -------------------------------------------------------------------------
+    def undo(self, name: str, backup: Obj) -> None:
+        objects = _objects(backup)
+        if name == "pin":
+            for target, original in objects:
+                if target.kind == "Service" and original is not None:
+                    self.restore_metadata(target, original)
+        elif name == "freeze-metallb":
+            for target, original in objects:
+                if target.kind == "Deployment" and original is not None:
+                    replicas = int((original.get("spec") or {}).get("replicas", 1))
+                    self.scale(target, replicas, "MetalLB's controller runs again and"
+                               " re-adopts the IPs in the status")
+        elif name == "ipam-handover":
+            operator = next(((t, o) for t, o in objects if t.kind == "Deployment"), None)
+            pools = [t for t, o in objects
+                     if t.kind == "CiliumLoadBalancerIPPool" and o is None]
+            if operator is not None and operator[1] is not None:
+                self.scale(operator[0], 0, "LB-IPAM must not see its pools vanish")
+            for target in pools:
+                self.delete(target)
+            if operator is not None and operator[1] is not None:
+                replicas = int((operator[1].get("spec") or {}).get("replicas", 1))
+                self.scale(operator[0], replicas, "with no pool LB-IPAM stays dormant")
+            self.clear_satisfied_condition()
+        elif name == "l2-cutover":
+            for target, original in objects:
+                if target.kind == "CiliumL2AnnouncementPolicy" and original is None:
+                    self.delete(target)
+            metallb = [(t, o) for t, o in objects if t.group_is_metallb and o is not None]
+            with self.bypass(bool(metallb)):
+                for target, original in metallb:
+                    self.recreate(target, original)
+            for target, original in objects:
+                if target.kind == "DaemonSet" and original is not None:
+                    self.restore_node_selector(target, original)
+        elif name == "decommission":
+            metallb = [(t, o) for t, o in objects
+                       if t.group_is_metallb and o is not None]
+            with self.bypass(bool(metallb)):
+                for target, original in metallb:
+                    self.recreate(target, original)
+            for target, original in objects:
+                if target.kind == "ConfigMap" and original is not None:
+                    self.recreate(target, original)
+                if target.kind == "Service" and original is not None:
+                    self.restore_metadata(target, original)
+
+    def restore_node_selector(self, target: Target, original: Obj) -> None:
+        want = (((original.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+            "nodeSelector") or {}
+        current = self.kube.get(target.api_version, target.kind, target.name, target.namespace)
+        have = (((current.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+            "nodeSelector") or {}
+        change = {k: v for k, v in want.items() if have.get(k) != v}
+        change.update({k: None for k in have if k not in want})
+        if change:
+            self.step(f"restore the node selector of {target.key} (speakers run again)")
+            self.kube.patch(target.api_version, target.kind, target.name,
+                            {"spec": {"template": {"spec": {"nodeSelector": change}}}},
+                            namespace=target.namespace, dry_run=self.dry)
+
+    @contextmanager
+    def bypass(self, needed: bool) -> Iterator[None]:
+        name = self.plan.context.get("webhook")
+        if not needed or self.dry or not name:
+            yield
+            return
+        with webhook_bypass(self.kube, self.store, self.state, name, self.reporter):
+            yield
+
+
+def rollback(kube: Kube, plan: Plan, *, to: str | int | None = None,
+             options: ApplyOptions | None = None,
+             reporter: Reporter | None = None) -> RollbackResult:
+    """Undo applied stages newest first, down to (not including) ``to``; all when None."""
+    options = options or ApplyOptions()
+    reporter = reporter or SilentReporter()
+    store = StateStore(kube, options.state_namespace)
+    floor = plan.stage(to).number if to is not None else 0
+    lock = None if options.dry_run else MigrationLock(kube, options.state_namespace,
+                                                      duration=options.lock_duration)
+    if lock is not None:
+        lock.acquire()
+    try:
+        state = store.load()
+        if state.webhook_bypass and not options.dry_run:
+            restore_webhook_bypass(kube, store, state, reporter)
+        if state.plan_digest and state.plan_digest != plan.digest():
+            raise BlockedError(
+                f"the cluster was migrated with another plan (digest {state.plan_digest});"
+                " roll back with that plan"
+            )
+        order = {name: index for index, name in enumerate(STAGE_NAMES)}
+        todo = sorted((r for r in state.stages if order.get(r.name, 0) > floor),
+                      key=lambda r: order.get(r.name, 0), reverse=True)
+        result = RollbackResult(dry_run=options.dry_run)
+        undo = _Undo(kube, plan, store, state, options, reporter)
+        for record in todo:
+            backup = store.read_backup(record.backup_parts)
+            reporter.event(f"undo {record.name}")
+            undo.undo(record.name, backup)
+            result.undone.append(record.name)
+            if options.dry_run:
+                continue
+            check_i1(kube, plan)
+            store.delete_backup(record.backup_parts)
+            state.stages.remove(record)
+            state.history.append({"at": now_rfc3339(), "by": operator_identity(),
+                                  "event": f"rolled back {record.name}"})
+            store.save(state)
+        if not options.dry_run and not any(r.name != "preflight" for r in state.stages):
+            try:
+                store.delete()
+            except KubeError as error:
+                if error.status != 404:
+                    raise
+        result.steps = undo.steps
+        return result
+    finally:
+        if lock is not None:
+            lock.release()

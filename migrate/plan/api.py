@@ -1,0 +1,79 @@
+"""Making, saving and loading plans: the library behind ``migrate plan``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from migrate.errors import InputError
+from migrate.model.findings import Finding
+from migrate.plan.build import build_plan
+from migrate.plan.model import Plan
+from migrate.sources.snapshot import ClusterSnapshot
+from migrate.translate.translator import translate
+
+_IMAGE_VERSION = re.compile(r":v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def image_version(image: str) -> tuple[int, int, int] | None:
+    """The version in an image tag (``quay.io/cilium/cilium:v1.18.4@sha256:…`` → 1.18.4)."""
+    match = _IMAGE_VERSION.search(image.split("@")[0])
+    if not match:
+        return None
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def cilium_version_of(snapshot: ClusterSnapshot, namespace: str = "kube-system") -> str | None:
+    """Cilium's version from its agent DaemonSet's image, when the snapshot has it [C5]."""
+    for body in snapshot.find("apps/", "DaemonSet"):
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        if body["metadata"].get("name") != "cilium" and labels.get("k8s-app") != "cilium":
+            continue
+        containers = ((body.get("spec") or {}).get("template") or {}).get("spec", {}).get(
+            "containers") or []
+        for container in containers:
+            version = image_version(str(container.get("image", "")))
+            if version:
+                return f"{version[0]}.{version[1]}"
+    return None
+
+
+def preflight_findings(snapshot: ClusterSnapshot, cilium: str | None) -> list[Finding]:
+    """Stage 0's findings, from the preflight checks when that module is present."""
+    try:
+        from migrate.preflight import run_preflight
+    except ImportError:  # pragma: no cover - preflight ships with the package
+        return []
+    return [
+        f if f.code.startswith("preflight:") else Finding(
+            f.severity, f"preflight:{f.code}", f.obj, f.field, f.message, f.origin)
+        for f in run_preflight(snapshot, cilium_version=cilium).findings()
+    ]
+
+
+def make_plan(snapshot: ClusterSnapshot, *, cilium: str | None = None,
+              cilium_namespace: str = "kube-system", preflight: bool = True) -> Plan:
+    """Translate a snapshot and lay out the staged plan (Cilium version: given, else detected)."""
+    version = cilium or cilium_version_of(snapshot, cilium_namespace)
+    translation = translate(snapshot, cilium=version)
+    extra = preflight_findings(snapshot, version) if preflight else []
+    return build_plan(snapshot, translation, cilium_namespace=cilium_namespace,
+                      extra_findings=extra)
+
+
+def save_plan(plan: Plan, path: str | Path) -> None:
+    """Write a plan file (YAML)."""
+    Path(path).write_text(yaml.safe_dump(plan.to_dict(), sort_keys=False, width=100))
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read a plan file (InputError naming the file when it is not a plan)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise InputError(f"cannot read the plan: {exc.strerror}", source=str(path)) from None
+    except yaml.YAMLError:
+        raise InputError("the plan file is not valid YAML", source=str(path)) from None
+    return Plan.from_dict(data, origin=str(path))

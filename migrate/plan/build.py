@@ -1,0 +1,498 @@
+"""Build the staged plan of design §2 from a snapshot and its translation (pure)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+from migrate.model.findings import Finding, Severity, sort_findings
+from migrate.model.kube import METALLB_PREFIXES, metallb_annotation
+from migrate.plan.model import Action, Obj, Plan, Stage, Target, canonical_digest
+from migrate.plan.views import IGNORED_ANNOTATIONS, creatable, ingress_ips, view
+from migrate.sources.snapshot import ClusterSnapshot
+from migrate.translate.translator import Translation
+
+# Which MetalLB annotation pins MetalLB itself to the current IPs, so that a rollback that
+# wakes its controller gives back the same addresses [M6].
+METALLB_PIN = "metallb.io/loadBalancerIPs"
+SPEAKER_PAUSE_LABEL = "lbmigrate.io/paused"
+
+
+def _labels(obj: Obj) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("labels") or {})
+
+
+def find_workload(snapshot: ClusterSnapshot, kind: str, namespace: str, names: Sequence[str],
+                  label_sets: Sequence[dict[str, str]]) -> Obj | None:
+    """A Deployment/DaemonSet by name or by labels, in one namespace."""
+    candidates = [
+        d.body for d in snapshot.others
+        if d.body.get("kind") == kind and d.body.get("apiVersion") == "apps/v1"
+        and (d.body.get("metadata") or {}).get("namespace") == namespace
+    ]
+    for body in candidates:
+        if body["metadata"].get("name") in names:
+            return body
+    for body in candidates:
+        labels = _labels(body)
+        if any(all(labels.get(k) == v for k, v in wanted.items()) for wanted in label_sets):
+            return body
+    return None
+
+
+def metallb_controller(snapshot: ClusterSnapshot) -> Obj | None:
+    """MetalLB's controller Deployment [M9]."""
+    return find_workload(
+        snapshot, "Deployment", snapshot.metallb_namespace, ["controller"],
+        [{"app.kubernetes.io/name": "metallb", "app.kubernetes.io/component": "controller"},
+         {"app": "metallb", "component": "controller"}],
+    )
+
+
+def metallb_speaker(snapshot: ClusterSnapshot) -> Obj | None:
+    """MetalLB's speaker DaemonSet [M9]."""
+    return find_workload(
+        snapshot, "DaemonSet", snapshot.metallb_namespace, ["speaker"],
+        [{"app.kubernetes.io/name": "metallb", "app.kubernetes.io/component": "speaker"},
+         {"app": "metallb", "component": "speaker"}],
+    )
+
+
+def cilium_operator(snapshot: ClusterSnapshot, namespace: str) -> Obj | None:
+    """Cilium's operator Deployment [C5]."""
+    return find_workload(snapshot, "Deployment", namespace, ["cilium-operator"],
+                         [{"io.cilium/app": "operator"}])
+
+
+def metallb_webhook(snapshot: ClusterSnapshot) -> Obj | None:
+    """MetalLB's ValidatingWebhookConfiguration, if the snapshot has it [M9]."""
+    for body in snapshot.find("admissionregistration.k8s.io/", "ValidatingWebhookConfiguration"):
+        webhooks = body.get("webhooks") or []
+        if body["metadata"]["name"] == "metallb-webhook-configuration" or any(
+            ((w.get("clientConfig") or {}).get("service") or {}).get("namespace")
+            == snapshot.metallb_namespace for w in webhooks
+        ):
+            return body
+    return None
+
+
+def _target(obj: Obj) -> Target:
+    return Target.of(obj)
+
+
+def _scale(obj: Obj, replicas: int, description: str) -> Action:
+    return Action(
+        "scale", _target(obj), description, before=view(obj),
+        after={"spec": {"replicas": replicas}}, replicas=replicas,
+    )
+
+
+def _wait(target: Target, description: str, **spec: Any) -> Action:
+    return Action("wait", target, description, wait=spec)
+
+
+class _Builder:
+    def __init__(self, snapshot: ClusterSnapshot, translation: Translation,
+                 cilium_namespace: str, extra_findings: Sequence[Finding]) -> None:
+        self.snapshot = snapshot
+        self.translation = translation
+        self.cilium_namespace = cilium_namespace
+        self.findings: list[Finding] = [*translation.findings, *extra_findings]
+        self.services = {s.key: s for s in snapshot.services}
+        self.context: Obj = {}
+        self.pool_advertised_bgp = {
+            name for name in self._bgp_pools()
+        }
+
+    def _bgp_pools(self) -> set[str]:
+        names: set[str] = set()
+        for ad in self.snapshot.bgp_advertisements:
+            if ad.selects_all_pools:
+                names.update(p.name for p in self.snapshot.pools)
+            names.update(n for n in ad.pool_names if self.snapshot.pool(n))
+        return names
+
+    def error(self, code: str, obj: str, message: str) -> None:
+        self.findings.append(Finding(Severity.ERROR, code, obj, None, message))
+
+    # -- stages ----------------------------------------------------------------------------
+    def preflight(self) -> Stage:
+        checks = sorted({f"{f.severity.value}: {f.obj}: {f.message}" for f in self.findings
+                         if f.code.startswith("preflight:")})
+        return Stage(
+            0, "preflight", "Read-only checks",
+            "Most failed migrations fail before the first object is touched: Cilium must be"
+            " ready to take over (kube-proxy replacement, L2 announcements, LB-IPAM).",
+            checks_before=checks or ["no preflight checks were run on this input"],
+        )
+
+    def pin(self) -> Stage:
+        actions: list[Action] = []
+        for pin in self.translation.pins:
+            service = self.services[pin.key]
+            body = service.body
+            metadata = body.get("metadata") or {}
+            annotations = dict(metadata.get("annotations") or {})
+            labels = dict(metadata.get("labels") or {})
+            new_annotations = {**annotations, **pin.annotations}
+            requested, _ = metallb_annotation(annotations, "loadBalancerIPs")
+            if pin.ips and not requested and not service.load_balancer_ip:
+                new_annotations[METALLB_PIN] = ",".join(pin.ips)
+            new_labels = {**labels, **pin.labels}
+            if new_annotations == annotations and new_labels == labels:
+                continue
+            patch: Obj = {"metadata": {}}
+            changed_annotations = {k: v for k, v in new_annotations.items()
+                                   if annotations.get(k) != v}
+            changed_labels = {k: v for k, v in new_labels.items() if labels.get(k) != v}
+            if changed_annotations:
+                patch["metadata"]["annotations"] = changed_annotations
+            if changed_labels:
+                patch["metadata"]["labels"] = changed_labels
+            before = view(body)
+            after = copy.deepcopy(before)
+            assert after is not None
+            after["metadata"]["annotations"] = {
+                k: v for k, v in new_annotations.items() if k not in IGNORED_ANNOTATIONS
+            }
+            after["metadata"]["labels"] = new_labels
+            actions.append(Action(
+                "patch", Target("v1", "Service", service.name, service.namespace),
+                f"pin {', '.join(pin.ips) or 'no IP'}"
+                + (f" (pool {pin.pool})" if pin.pool else ""),
+                before=before, after=after, patch=patch,
+            ))
+        return Stage(
+            1, "pin", "Pin every Service to its current IPs",
+            "Cilium's requested-IP and sharing-key annotations and the pool label make LB-IPAM"
+            " keep exactly these IPs; MetalLB ignores them. MetalLB is pinned too, so a"
+            " rollback that wakes it gives back the same addresses.",
+            actions=actions,
+            checks_before=["every LoadBalancer Service has the IPs the plan saw"],
+            checks_after=["every Service carries its pins", "I1: no Service IP changed"],
+        )
+
+    def freeze(self) -> Stage:
+        controller = metallb_controller(self.snapshot)
+        actions: list[Action] = []
+        if controller is None:
+            self.error("metallb-controller-missing", f"Deployment {self.snapshot.metallb_namespace}"
+                       "/controller", "MetalLB's controller Deployment was not found in the"
+                       " input, so the plan cannot freeze it; read the live cluster, or add"
+                       " the Deployment to the snapshot.")
+        else:
+            replicas = int((controller.get("spec") or {}).get("replicas", 1))
+            self.context["metallbController"] = {**_target(controller).to_dict(),
+                                                 "replicas": replicas}
+            if replicas != 0:
+                actions.append(_scale(controller, 0, f"stop MetalLB's controller (was"
+                                      f" {replicas} replica(s))"))
+            actions.append(_wait(_target(controller), "MetalLB's controller has no pods",
+                                 **{"for": "replicas", "replicas": 0, "timeout": 120}))
+        return Stage(
+            2, "freeze-metallb", "Stop MetalLB's controller",
+            "With its controller stopped MetalLB cannot fight LB-IPAM over the Service status"
+            " nor renumber Services when pools change; its speakers keep answering ARP from the"
+            " status. While it is stopped its webhooks refuse writes to metallb.io objects.",
+            actions=actions,
+            checks_before=["the pins of stage 1 are in place"],
+            checks_after=["MetalLB's controller runs no pod", "I1: no Service IP changed"],
+        )
+
+    def handover(self) -> Stage:
+        operator = cilium_operator(self.snapshot, self.cilium_namespace)
+        actions: list[Action] = []
+        pools = self.translation.pools
+        if operator is None:
+            self.error("cilium-operator-missing", f"Deployment {self.cilium_namespace}"
+                       "/cilium-operator", "Cilium's operator Deployment was not found, so the"
+                       " pools cannot be created atomically; read the live cluster, or add it to"
+                       " the snapshot.")
+            return Stage(3, "ipam-handover", "Create the Cilium pools", "", actions=actions)
+        replicas = int((operator.get("spec") or {}).get("replicas", 1))
+        self.context["ciliumOperator"] = {**_target(operator).to_dict(), "replicas": replicas}
+        target = _target(operator)
+        existing = {
+            (b.get("metadata") or {}).get("name"): b
+            for b in self.snapshot.find("cilium.io/", "CiliumLoadBalancerIPPool")
+        }
+        creates = []
+        for pool in pools:
+            name = pool["metadata"]["name"]
+            if name in existing and view(existing[name]) == view(pool):
+                continue
+            if name in existing:
+                self.error("cilium-pool-exists", f"CiliumLoadBalancerIPPool {name}",
+                           "a Cilium pool of this name already exists with another content;"
+                           " rename or delete it first.")
+            creates.append(Action("create", Target.of(pool), "create the Cilium pool",
+                                  before=None, after=view(pool), body=pool))
+        if creates:
+            actions.append(_scale(operator, 0, "stop Cilium's operator so that LB-IPAM sees"
+                                  " every pool at once"))
+            actions.append(_wait(target, "Cilium's operator has no pods",
+                                 **{"for": "replicas", "replicas": 0, "timeout": 120}))
+            actions.extend(creates)
+            actions.append(Action(
+                "scale", target, f"start Cilium's operator again ({replicas} replica(s))",
+                before={"spec": {"replicas": 0}}, after={"spec": {"replicas": replicas}},
+                replicas=replicas,
+            ))
+        actions.append(_wait(target, "LB-IPAM has taken over every pinned IP (pool IPsUsed),"
+                             " no Service IP changed", **{"for": "ipam", "timeout": 300}))
+        return Stage(
+            3, "ipam-handover", "Create every Cilium pool at once",
+            "LB-IPAM strips any IP not covered by a matching pool at the moment it looks, and it"
+            " looks at every Service as soon as the first pool exists; stopping its operator,"
+            " creating all pools, and starting it again is the only atomic way [C1.4].",
+            actions=actions,
+            checks_before=["MetalLB's controller is stopped", "every Service carries its pins"],
+            checks_after=["every pool: cilium.io/IPsUsed reaches its pinned IPs; no Service has"
+                          " IPAMRequestSatisfied False",
+                          "no pool has cilium.io/PoolConflict True", "I1: no Service IP changed"],
+        )
+
+    def cutover(self) -> Stage:
+        actions: list[Action] = []
+        legacy = bool(self.snapshot.legacy_sources) and not any(
+            d.body.get("kind") == "L2Advertisement" for d in self.snapshot.documents
+        )
+        if legacy:
+            speaker = metallb_speaker(self.snapshot)
+            if speaker is None:
+                self.error("metallb-speaker-missing", "DaemonSet speaker", "MetalLB's speaker"
+                           " DaemonSet was not found; with the legacy ConfigMap the speakers are"
+                           " stopped by pausing the DaemonSet.")
+            else:
+                before = view(speaker)
+                assert before is not None
+                after = copy.deepcopy(before)
+                after["spec"]["template"]["spec"]["nodeSelector"][SPEAKER_PAUSE_LABEL] = "true"
+                actions.append(Action(
+                    "patch", _target(speaker), "stop MetalLB's speakers (legacy ConfigMap: no"
+                    " L2Advertisement to delete): schedule them on no node",
+                    before=before, after=after,
+                    patch={"spec": {"template": {"spec": {"nodeSelector": {
+                        SPEAKER_PAUSE_LABEL: "true"}}}}},
+                ))
+        else:
+            for ad in self.snapshot.l2_advertisements:
+                body = next(d.body for d in self.snapshot.documents
+                            if d.body.get("kind") == "L2Advertisement"
+                            and d.body["metadata"]["name"] == ad.name)
+                obj = creatable(body)
+                obj["metadata"]["namespace"] = ad.ref.namespace
+                actions.append(Action(
+                    "delete", Target("metallb.io/v1beta1", "L2Advertisement", ad.name,
+                                     ad.ref.namespace),
+                    "MetalLB's speakers stop answering ARP for its pools", before=view(obj),
+                    body=obj,
+                ))
+        existing = {
+            (b.get("metadata") or {}).get("name"): b
+            for b in self.snapshot.find("cilium.io/", "CiliumL2AnnouncementPolicy")
+        }
+        for policy in self.translation.policies:
+            name = policy["metadata"]["name"]
+            if name in existing and view(existing[name]) == view(policy):
+                continue
+            actions.append(Action("create", Target.of(policy),
+                                  "Cilium announces the Services it selects",
+                                  after=view(policy), body=policy))
+        if self.translation.policies:
+            actions.append(_wait(
+                Target("coordination.k8s.io/v1", "Lease", "cilium-l2announce-*",
+                       self.cilium_namespace),
+                "every announced Service has a lease held by an eligible node",
+                **{"for": "leases", "timeout": 120},
+            ))
+        return Stage(
+            4, "l2-cutover", "Hand the ARP answers from MetalLB to Cilium",
+            "Break before make: MetalLB's speakers stop first, then Cilium's policies start; for"
+            " the short gap clients keep the old MAC in their ARP cache, and with kube-proxy"
+            " replacement every node forwards the VIP. The other order would put two announcers"
+            " on the wire.",
+            actions=actions,
+            checks_before=["LB-IPAM holds every pinned IP"],
+            checks_after=["a lease per announced Service, held by an eligible node",
+                          "I1: no Service IP changed"],
+        )
+
+    def decommission(self) -> Stage:
+        actions: list[Action] = []
+        kept: list[str] = []
+        for pool in self.snapshot.pools:
+            if pool.name in self.pool_advertised_bgp:
+                kept.append(pool.name)
+                continue
+            if pool.ref.origin.startswith(tuple(self.snapshot.legacy_sources)):
+                continue
+            body = next((d.body for d in self.snapshot.documents
+                         if d.body.get("kind") in ("IPAddressPool", "AddressPool")
+                         and d.body["metadata"]["name"] == pool.name), None)
+            if body is None:
+                continue
+            obj = creatable(body)
+            obj["metadata"]["namespace"] = pool.ref.namespace
+            actions.append(Action(
+                "delete", Target(obj["apiVersion"], obj["kind"], pool.name, pool.ref.namespace),
+                "MetalLB's pool is no longer used", before=view(obj), body=obj,
+            ))
+        if kept:
+            self.findings.append(Finding(
+                Severity.WARNING, "decommission-keeps-bgp", f"IPAddressPool {', '.join(kept)}",
+                None, "these pools are announced over BGP, which is not migrated: decommission"
+                " keeps them (and MetalLB's BGP objects) so their routes stay up; migrate BGP to"
+                " Cilium by hand before uninstalling MetalLB.",
+            ))
+        for body in self.snapshot.find("v1", "ConfigMap"):
+            metadata = body.get("metadata") or {}
+            origin = f"(ConfigMap {metadata.get('namespace')}/{metadata.get('name')})"
+            if not any(origin in source for source in self.snapshot.legacy_sources) or kept:
+                continue
+            obj = creatable(body)
+            actions.append(Action("delete", Target.of(obj), "MetalLB's legacy configuration is"
+                                  " no longer used", before=view(obj), body=obj))
+        for pin in self.translation.pins:
+            if pin.pool in self.pool_advertised_bgp:
+                continue
+            body = self.services[pin.key].body
+            annotations = dict((body.get("metadata") or {}).get("annotations") or {})
+            annotations.update(pin.annotations)
+            if pin.ips and not metallb_annotation(annotations, "loadBalancerIPs")[0] and not (
+                self.services[pin.key].load_balancer_ip
+            ):
+                annotations[METALLB_PIN] = ",".join(pin.ips)
+            drop = sorted(k for k in annotations if k.startswith(METALLB_PREFIXES))
+            if not drop:
+                continue
+            before_body = copy.deepcopy(body)
+            before_body.setdefault("metadata", {})["annotations"] = annotations
+            before_body["metadata"]["labels"] = {**_labels(body), **pin.labels}
+            before = view(before_body)
+            after = copy.deepcopy(before)
+            assert after is not None and before is not None
+            after["metadata"]["annotations"] = {
+                k: v for k, v in before["metadata"]["annotations"].items() if k not in drop
+            }
+            actions.append(Action(
+                "patch", Target("v1", "Service", pin.name, pin.namespace),
+                "remove MetalLB's annotations", before=before, after=after,
+                patch={"metadata": {"annotations": dict.fromkeys(drop)}},
+            ))
+        self.context["manualLastStep"] = (
+            "Uninstall the MetalLB release (helm uninstall, or delete its manifests) and remove"
+            " it from Git; keep its CRDs until no metallb.io object is left."
+        )
+        return Stage(
+            5, "decommission", "Remove what is left of MetalLB",
+            "MetalLB's pools are deleted while its controller is still stopped: a running"
+            " controller would clear every IP when its pools vanish [M2]. Its annotations are"
+            " removed from the Services. Then uninstall the release by hand.",
+            actions=actions,
+            checks_before=["every announced Service has a Cilium lease"],
+            checks_after=["no MetalLB pool or advertisement left (except BGP ones)",
+                          "I1: no Service IP changed"],
+        )
+
+
+def announced_services(snapshot: ClusterSnapshot, translation: Translation) -> dict[
+    str, list[str] | None
+]:
+    """Service → the nodes that may hold its Cilium lease (None when nodes are unknown) [C2]."""
+    from migrate.model.selectors import matches
+
+    services = {s.key: s for s in snapshot.services}
+    out: dict[str, list[str] | None] = {}
+    for pin in translation.pins:
+        if not pin.ips:
+            continue
+        service = services[pin.key]
+        labels = {**service.labels, **pin.labels,
+                  "io.kubernetes.service.namespace": pin.namespace,
+                  "io.kubernetes.service.name": pin.name}
+        policies = [p for p in translation.policies
+                    if matches(p["spec"].get("serviceSelector"), labels)]
+        if not policies:
+            continue
+        if not snapshot.nodes:
+            out[pin.key] = None
+            continue
+        out[pin.key] = sorted(
+            node.name for node in snapshot.nodes
+            if any(matches(p["spec"].get("nodeSelector"), node.labels) for p in policies)
+        )
+    return out
+
+
+def pool_ip_counts(translation: Translation) -> dict[str, int]:
+    """Pool → how many distinct pinned IPs LB-IPAM must take over in it."""
+    ips: dict[str, set[str]] = {}
+    for pin in translation.pins:
+        if pin.pool and pin.ips:
+            ips.setdefault(pin.pool, set()).update(pin.ips)
+    return {pool: len(found) for pool, found in sorted(ips.items())}
+
+
+def expected_ips(snapshot: ClusterSnapshot, translation: Translation) -> dict[str, list[str]]:
+    """I1's baseline: the ingress IPs of every Service MetalLB serves, as read."""
+    served = {pin.key for pin in translation.pins}
+    return {
+        s.key: list(s.ingress_ips) for s in snapshot.services
+        if s.key in served and s.ingress_ips
+    }
+
+
+def snapshot_fingerprint(snapshot: ClusterSnapshot) -> str:
+    """A hash of everything the plan depends on (views of the objects read)."""
+    relevant = []
+    for doc in snapshot.documents:
+        kind = doc.body.get("kind")
+        if kind in ("Event", "Lease", "Pod", "EndpointSlice", "Endpoints", "Node",
+                    "ServiceL2Status", "CustomResourceDefinition"):
+            continue
+        if kind == "Service" and (doc.body.get("spec") or {}).get("type") != "LoadBalancer":
+            continue
+        metadata = doc.body.get("metadata") or {}
+        relevant.append((kind, metadata.get("namespace"), metadata.get("name"),
+                         view(doc.body)))
+    relevant.sort(key=lambda item: (str(item[0]), str(item[1]), str(item[2])))
+    return canonical_digest(relevant)
+
+
+def build_plan(snapshot: ClusterSnapshot, translation: Translation, *,
+               cilium_namespace: str = "kube-system",
+               extra_findings: Sequence[Finding] = ()) -> Plan:
+    """The staged plan for a snapshot and its translation."""
+    builder = _Builder(snapshot, translation, cilium_namespace, extra_findings)
+    stages = [builder.preflight(), builder.pin(), builder.freeze(), builder.handover(),
+              builder.cutover(), builder.decommission()]
+    builder.context["webhook"] = (
+        metallb_webhook(snapshot) or {}).get("metadata", {}).get("name")
+    builder.context["poolApiVersion"] = translation.cilium.pool_api_version
+    builder.context["services"] = sorted(s.key for s in snapshot.services if s.is_load_balancer)
+    builder.context["announced"] = announced_services(snapshot, translation)
+    builder.context["poolIPs"] = pool_ip_counts(translation)
+    return Plan(
+        fingerprint=snapshot_fingerprint(snapshot),
+        cilium_version=translation.cilium.minor,
+        metallb_namespace=snapshot.metallb_namespace,
+        cilium_namespace=cilium_namespace,
+        source=str(snapshot.facts.get("source", "files")),
+        stages=stages,
+        findings=sort_findings(builder.findings),
+        expected_ips=expected_ips(snapshot, translation),
+        context=builder.context,
+    )
+
+
+def service_ips(objects: Sequence[Obj]) -> dict[str, list[str]]:
+    """namespace/name → ingress IPs for LoadBalancer Services."""
+    out = {}
+    for obj in objects:
+        if (obj.get("spec") or {}).get("type") != "LoadBalancer":
+            continue
+        metadata = obj.get("metadata") or {}
+        out[f"{metadata.get('namespace', 'default')}/{metadata.get('name')}"] = ingress_ips(obj)
+    return out

@@ -1,0 +1,207 @@
+"""The plan: stages of actions, each with the object before and after, serialisable to a file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrate.errors import InputError
+from migrate.model.findings import Finding, Severity
+
+SCHEMA_VERSION = 1
+STAGE_NAMES = ("preflight", "pin", "freeze-metallb", "ipam-handover", "l2-cutover",
+               "decommission")
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Target:
+    """The object an action works on."""
+
+    api_version: str
+    kind: str
+    name: str
+    namespace: str | None = None
+
+    @property
+    def key(self) -> str:
+        where = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return f"{self.kind} {where}"
+
+    @property
+    def group_is_metallb(self) -> bool:
+        return self.api_version.startswith("metallb.io/")
+
+    def to_dict(self) -> Obj:
+        out: Obj = {"apiVersion": self.api_version, "kind": self.kind, "name": self.name}
+        if self.namespace:
+            out["namespace"] = self.namespace
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Obj) -> Target:
+        return cls(data["apiVersion"], data["kind"], data["name"], data.get("namespace"))
+
+    @classmethod
+    def of(cls, obj: Obj) -> Target:
+        """The target naming an object body."""
+        metadata = obj.get("metadata") or {}
+        return cls(obj["apiVersion"], obj["kind"], metadata["name"], metadata.get("namespace"))
+
+
+@dataclass
+class Action:
+    """One step of a stage.
+
+    verb: ``create`` / ``delete`` / ``patch`` (a merge patch) / ``scale`` / ``wait``.
+    ``before`` and ``after`` are the parts of the object the action changes, as the plan saw
+    them and as they will be (None: absent). ``body`` is the full object to create.
+    """
+
+    verb: str
+    target: Target
+    description: str
+    before: Obj | None = None
+    after: Obj | None = None
+    patch: Obj | None = None
+    body: Obj | None = None
+    replicas: int | None = None
+    wait: Obj | None = None
+
+    def to_dict(self) -> Obj:
+        out: Obj = {"verb": self.verb, "target": self.target.to_dict(),
+                    "description": self.description}
+        for key in ("before", "after", "patch", "body", "replicas", "wait"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Obj) -> Action:
+        return cls(
+            verb=data["verb"], target=Target.from_dict(data["target"]),
+            description=data.get("description", ""), before=data.get("before"),
+            after=data.get("after"), patch=data.get("patch"), body=data.get("body"),
+            replicas=data.get("replicas"), wait=data.get("wait"),
+        )
+
+
+@dataclass
+class Stage:
+    """A named, numbered list of actions with the checks around it."""
+
+    number: int
+    name: str
+    title: str
+    why: str
+    actions: list[Action] = field(default_factory=list)
+    checks_before: list[str] = field(default_factory=list)
+    checks_after: list[str] = field(default_factory=list)
+
+    @property
+    def changes(self) -> list[Action]:
+        """The actions that write something."""
+        return [a for a in self.actions if a.verb != "wait"]
+
+    def to_dict(self) -> Obj:
+        return {
+            "number": self.number, "name": self.name, "title": self.title, "why": self.why,
+            "checksBefore": list(self.checks_before), "checksAfter": list(self.checks_after),
+            "actions": [a.to_dict() for a in self.actions],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Obj) -> Stage:
+        return cls(
+            number=int(data["number"]), name=data["name"], title=data.get("title", ""),
+            why=data.get("why", ""), actions=[Action.from_dict(a) for a in data["actions"]],
+            checks_before=list(data.get("checksBefore") or []),
+            checks_after=list(data.get("checksAfter") or []),
+        )
+
+
+@dataclass
+class Plan:
+    """A whole migration: what was read, what each stage does, and what must hold."""
+
+    fingerprint: str
+    cilium_version: str
+    metallb_namespace: str
+    cilium_namespace: str
+    source: str
+    stages: list[Stage]
+    findings: list[Finding]
+    expected_ips: dict[str, list[str]]
+    context: Obj = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def blocked(self) -> bool:
+        """An ERROR finding makes the plan unappliable."""
+        return any(f.severity is Severity.ERROR for f in self.findings)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(stage.changes for stage in self.stages)
+
+    def stage(self, selector: str | int) -> Stage:
+        """A stage by name or number (InputError when unknown)."""
+        text = str(selector).strip()
+        for stage in self.stages:
+            if text in (stage.name, str(stage.number)):
+                return stage
+        names = ", ".join(f"{s.number}={s.name}" for s in self.stages)
+        raise InputError(f"no stage {text!r} in the plan (stages: {names})", field="--stage")
+
+    def to_dict(self) -> Obj:
+        return {
+            "schemaVersion": self.schema_version,
+            "kind": "MigrationPlan",
+            "fingerprint": self.fingerprint,
+            "ciliumVersion": self.cilium_version,
+            "metallbNamespace": self.metallb_namespace,
+            "ciliumNamespace": self.cilium_namespace,
+            "source": self.source,
+            "context": self.context,
+            "expectedIPs": self.expected_ips,
+            "findings": [f.to_dict() for f in self.findings],
+            "stages": [s.to_dict() for s in self.stages],
+        }
+
+    def digest(self) -> str:
+        """A hash of the plan's content (what apply records as the plan it ran)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: Obj, *, origin: str = "plan") -> Plan:
+        """Load a plan written by ``to_dict`` (InputError for another schema)."""
+        if not isinstance(data, dict) or data.get("kind") != "MigrationPlan":
+            raise InputError("not a migrate plan (kind MigrationPlan)", source=origin)
+        if data.get("schemaVersion") != SCHEMA_VERSION:
+            raise InputError(
+                f"plan schema version {data.get('schemaVersion')} is not {SCHEMA_VERSION};"
+                " run migrate plan again", source=origin, field="schemaVersion",
+            )
+        findings = [
+            Finding(Severity(f["severity"]), f["code"], f["object"], f.get("field"),
+                    f["message"], f.get("source"))
+            for f in data.get("findings") or []
+        ]
+        return cls(
+            fingerprint=data["fingerprint"], cilium_version=data["ciliumVersion"],
+            metallb_namespace=data["metallbNamespace"],
+            cilium_namespace=data["ciliumNamespace"], source=data.get("source", ""),
+            stages=[Stage.from_dict(s) for s in data["stages"]], findings=findings,
+            expected_ips={k: list(v) for k, v in (data.get("expectedIPs") or {}).items()},
+            context=dict(data.get("context") or {}),
+        )
+
+
+def canonical_digest(value: Any) -> str:
+    """A stable short hash of a JSON-able value."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

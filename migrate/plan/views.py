@@ -1,0 +1,83 @@
+"""The parts of each object that a plan depends on: used for diffs and for staleness checks.
+
+A view leaves out what the API server and controllers own (resourceVersion, managedFields,
+timestamps, status conditions), so a plan is stale only when something that matters changed.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+Obj = dict[str, Any]
+IGNORED_ANNOTATIONS = (
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "metallb.io/ip-allocated-from-pool",
+    "metallb.universe.tf/ip-allocated-from-pool",
+    "deployment.kubernetes.io/revision",
+)
+
+
+def _meta(obj: Obj) -> Obj:
+    metadata = obj.get("metadata") or {}
+    annotations = {
+        k: v for k, v in (metadata.get("annotations") or {}).items()
+        if k not in IGNORED_ANNOTATIONS
+    }
+    return {"labels": dict(metadata.get("labels") or {}), "annotations": annotations}
+
+
+def ingress_ips(obj: Obj) -> list[str]:
+    """The IPs in a Service's status.loadBalancer.ingress, in order."""
+    ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    return [str(item["ip"]) for item in ingress if isinstance(item, dict) and item.get("ip")]
+
+
+def view(obj: Obj | None) -> Obj | None:
+    """The part of an object a plan depends on (None for an absent object)."""
+    if obj is None:
+        return None
+    kind = obj.get("kind")
+    spec = obj.get("spec") or {}
+    if kind == "Service":
+        return {
+            "metadata": _meta(obj),
+            "spec": {k: spec.get(k) for k in ("type", "loadBalancerIP", "loadBalancerClass",
+                                               "externalTrafficPolicy") if spec.get(k)},
+            "ips": ingress_ips(obj),
+        }
+    if kind == "Deployment":
+        return {"spec": {"replicas": spec.get("replicas", 1)}}
+    if kind == "DaemonSet":
+        template = (spec.get("template") or {}).get("spec") or {}
+        return {"spec": {"template": {"spec": {
+            "nodeSelector": dict(template.get("nodeSelector") or {})}}}}
+    if kind == "ValidatingWebhookConfiguration":
+        return {"webhooks": [
+            {"name": w.get("name"), "failurePolicy": w.get("failurePolicy", "Fail")}
+            for w in obj.get("webhooks") or []
+        ]}
+    if kind == "ConfigMap":
+        return {"metadata": _meta(obj), "data": dict(obj.get("data") or {})}
+    return {"metadata": _meta(obj), "spec": copy.deepcopy(spec)}
+
+
+def creatable(obj: Obj) -> Obj:
+    """An object body fit to create again: server-populated fields and status removed."""
+    out = copy.deepcopy(obj)
+    out.pop("status", None)
+    metadata = out.get("metadata") or {}
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields",
+                "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds", "generateName"):
+        metadata.pop(key, None)
+    annotations = metadata.get("annotations")
+    if annotations:
+        annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+        if not annotations:
+            metadata.pop("annotations")
+    return out
+
+
+def same_view(expected: Obj | None, current: Obj | None) -> bool:
+    """True when the current object still matches what the plan expected."""
+    return view(current) == expected if expected is not None else current is None
