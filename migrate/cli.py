@@ -148,12 +148,20 @@ def convert(
               help="Cilium version to check against (default: the agent image's).")
 @click.option("--metallb-namespace", metavar="NS", default=None,
               help="MetalLB's namespace (default: the one its objects are in).")
+@click.option("--cilium-namespace", metavar="NS", default="kube-system", show_default=True,
+              help="Namespace Cilium runs in (live clusters).")
+@click.option("--kubeconfig", default=None, type=click.Path(),
+              help="kubeconfig file, to read a live cluster instead of --from.")
+@click.option("--context", "kube_context", default=None, help="kubeconfig context to use.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
               show_default=True, help="Output format.")
 def preflight(
     from_paths: tuple[str, ...],
     cilium_version: str | None,
     metallb_namespace: str | None,
+    cilium_namespace: str,
+    kubeconfig: str | None,
+    kube_context: str | None,
     output: str,
 ) -> None:
     """Check that the cluster is ready to move to Cilium (stage 0, read-only).
@@ -163,12 +171,20 @@ def preflight(
     """
     from migrate.preflight import run_preflight
     from migrate.preflight.output import preflight_json, preflight_table
-    from migrate.sources.snapshot import read_snapshot
 
-    if not from_paths:
-        raise click.UsageError("give the cluster's objects with --from DIR (reading a live"
-                               " cluster is not available yet)")
-    snapshot = read_snapshot(list(from_paths), metallb_namespace=metallb_namespace)
+    if from_paths:
+        from migrate.sources.snapshot import read_snapshot
+
+        snapshot = read_snapshot(list(from_paths), metallb_namespace=metallb_namespace)
+    else:
+        from migrate.sources.live import read_live
+
+        kube = _kube(kubeconfig, kube_context)
+        try:
+            snapshot = read_live(kube, metallb_namespace=metallb_namespace,
+                                 cilium_namespace=cilium_namespace)
+        finally:
+            kube.close()
     report = run_preflight(snapshot, cilium_version=cilium_version)
     if output == "json":
         click.echo(preflight_json(report), nl=False)
@@ -179,53 +195,91 @@ def preflight(
 
 
 @main.command()
+@click.option("--plan", "plan_path", type=click.Path(exists=True), default=None,
+              help="A plan saved by migrate plan --out: check the cluster against it (and, with"
+                   " --arp, probe its IPs).")
+@click.option("--kubeconfig", default=None, type=click.Path(),
+              help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).")
+@click.option("--context", "kube_context", default=None, help="kubeconfig context to use.")
+@click.option("--state-namespace", default="kube-system", show_default=True,
+              help="Namespace of migrate's state ConfigMap.")
 @click.option("--arp", is_flag=True, help="Probe the IPs over ARP (needs CAP_NET_RAW).")
 @click.option("--interface", metavar="IF", help="Interface to probe on; nothing is sent elsewhere.")
 @click.option("--ip", "ip_specs", multiple=True, metavar="IP|CIDR|A-B",
-              help="IPs to check, without any cluster; repeatable.")
+              help="IPs to check (instead of the plan's; no cluster needed); repeatable.")
 @click.option("--node-mac", "node_macs", multiple=True, metavar="NODE=MAC",
               help="Name the node behind a MAC; repeatable.")
+@click.option("--failover", "failover_service", metavar="NS/NAME", default=None,
+              help="Delete the Cilium agent pod on this Service's lease holder and watch another"
+                   " node take over (needs --yes).")
+@click.option("--yes", is_flag=True, help="Confirm --failover (it deletes a pod).")
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="Seconds --failover waits for another node to take over.")
+@click.option("--cilium-namespace", metavar="NS", default=None,
+              help="Cilium's namespace for --failover (default: the plan's, else kube-system).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
               show_default=True, help="Output format.")
 def verify(
+    plan_path: str | None,
+    kubeconfig: str | None,
+    kube_context: str | None,
+    state_namespace: str,
     arp: bool,
     interface: str | None,
     ip_specs: tuple[str, ...],
     node_macs: tuple[str, ...],
+    failover_service: str | None,
+    yes: bool,
+    timeout: float,
+    cilium_namespace: str | None,
     output: str,
 ) -> None:
-    """Check the wire: each IP answered over ARP by exactly one MAC (invariant I2).
+    """Check the migration: API objects, ARP on the wire (invariant I2), a forced failover.
 
-    Exits 4 when an IP is silent or answered by several MACs.
+    \b
+    With --plan: every Service has its plan IPs, no pool in conflict, LB-IPAM refuses no
+    Service, and after l2-cutover every announced Service has a lease held by an eligible
+    node and no MetalLB L2Advertisement is left. With --arp --interface IF: each IP (the
+    plan's IPv4 ones, or --ip) answered by exactly one MAC, that of the lease holder (after
+    cutover) or of MetalLB's announcing node (before). Exits 4 when anything fails.
     """
-    from migrate.verify.arp import node_pairs, verify_arp
+    from migrate.verify import render_tables, run_verify
+    from migrate.verify.arp import node_pairs
 
-    if not arp:
-        raise click.UsageError("give --arp (the API checks are not available yet)")
-    if not interface:
+    if not (plan_path or ip_specs or failover_service):
+        raise click.UsageError("give --plan FILE (API checks; with --arp, its IPs), --ip to"
+                               " probe IPs without a cluster, or --failover NS/NAME")
+    if ip_specs and not arp:
+        raise click.UsageError("--ip needs --arp (and --interface IF)")
+    if interface and not arp:
+        raise click.UsageError("--interface needs --arp")
+    if arp and not interface:
         raise click.UsageError("--arp needs --interface IF")
-    if not ip_specs:
-        raise click.UsageError("give the IPs with --ip (the plan's IPs are not available yet)")
-    report = verify_arp(interface, ip_specs, node_macs=node_pairs(node_macs, "MAC"))
+    if arp and not (ip_specs or plan_path or failover_service):
+        raise click.UsageError("give the IPs with --ip, or a plan with --plan")
+    if failover_service and not yes:
+        raise click.UsageError(f"--failover deletes the Cilium agent pod on the node holding"
+                               f" {failover_service}'s lease: confirm with --yes")
+    given_macs = node_pairs(node_macs, "MAC")
+    loaded = None
+    if plan_path:
+        from migrate.plan.api import load_plan
+
+        loaded = load_plan(plan_path)
+    kube = _kube(kubeconfig, kube_context) if plan_path or failover_service else None
+    result = run_verify(
+        kube, loaded, interface=interface if arp else None, ip_specs=ip_specs,
+        node_macs=given_macs, failover=failover_service, timeout=timeout,
+        cilium_namespace=cilium_namespace, state_namespace=state_namespace,
+        on_event=lambda message: click.echo(f"  {message}", err=True))
     if output == "json":
         import json
 
-        click.echo(json.dumps(report.to_json(), indent=2))
+        click.echo(json.dumps(result.to_json(), indent=2))
     else:
-        from rich.console import Console
-        from rich.table import Table
-
-        colour = {"ok": "green", "conflict": "red", "silent": "yellow"}
-        table = Table("IP", "status", "MACs", "nodes", title=f"ARP on {interface}")
-        for entry in report.entries:
-            table.add_row(str(entry.ip), f"[{colour[entry.status]}]{entry.status}",
-                          " ".join(entry.macs) or "-", " ".join(entry.nodes) or "-")
-        Console().print(table)
-    not_ok = sum(1 for entry in report.entries if entry.status != "ok")
-    if not_ok:
-        raise VerificationError(
-            f"{not_ok} of {len(report.entries)} IPs are not answered by exactly one MAC"
-        )
+        render_tables(result)
+    if result.problems:
+        raise VerificationError("; ".join(result.problems))
 
 
 def _cluster_options(function: Any) -> Any:

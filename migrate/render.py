@@ -161,10 +161,11 @@ def plan_document(plan: Any, output: str) -> str:
     """The plan as YAML or JSON (top-level ``stages`` and ``findings``)."""
     import yaml
 
+    _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     data = plan.to_dict()
     if output == "json":
         return json.dumps(data, indent=2) + "\n"
-    return str(yaml.safe_dump(data, sort_keys=False, width=100))
+    return str(yaml.dump(data, Dumper=_YAML_DUMPER, sort_keys=False, width=100))
 
 
 def status_text(state: Any, lock: Any, namespace: str, stream: IO[str]) -> None:

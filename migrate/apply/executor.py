@@ -46,6 +46,8 @@ class ApplyOptions:
     state_namespace: str = DEFAULT_STATE_NAMESPACE
     waits: WaitOptions = field(default_factory=WaitOptions)
     lock_duration: int = 30
+    concurrency: int = 8
+    """How many independent writes (Service patches) may be in flight at once."""
 
 
 @dataclass
@@ -63,12 +65,31 @@ def _get(kube: Kube, action: Action) -> Obj | None:
     return kube.try_get(t.api_version, t.kind, t.name, t.namespace)
 
 
-def _current_view(kube: Kube, action: Action) -> Obj | None:
-    return view(_get(kube, action))
+def prefetch(kube: Kube, actions: list[Action]) -> dict[str, Obj | None]:
+    """The current object of every action's target, keyed by target key.
+
+    Services come from one paginated LIST (a stage may touch thousands of them); the few
+    other objects are read one by one.
+    """
+    out: dict[str, Obj | None] = {}
+    targets = {a.target.key: a.target for a in actions if a.verb != "wait"}
+    if any(t.kind == "Service" for t in targets.values()):
+        services = {f"Service {s['metadata'].get('namespace')}/{s['metadata']['name']}": s
+                    for s in kube.iter_list("v1", "Service")}
+        for key, target in targets.items():
+            if target.kind == "Service":
+                out[key] = services.get(key)
+    for key, target in targets.items():
+        if key not in out:
+            out[key] = kube.try_get(target.api_version, target.kind, target.name,
+                                    target.namespace)
+    return out
 
 
-def stale_objects(kube: Kube, plan: Plan, stage: Stage, *, resuming: bool) -> list[str]:
+def stale_objects(kube: Kube, plan: Plan, stage: Stage, *, resuming: bool,
+                  current_objects: dict[str, Obj | None] | None = None) -> list[str]:
     """I5: what differs from what the plan saw (empty when the stage may run)."""
+    objects = current_objects if current_objects is not None else prefetch(kube, stage.actions)
     problems: list[str] = []
     expected = plan.expected_ips
     current = service_ips(kube)
@@ -83,7 +104,7 @@ def stale_objects(kube: Kube, plan: Plan, stage: Stage, *, resuming: bool) -> li
         if action.verb == "wait" or key in seen:
             continue
         seen.add(key)
-        now = _current_view(kube, action)
+        now = view(objects.get(key))
         if action.verb == "create":
             if now is not None and now != action.after:
                 problems.append(f"{key} already exists with another content")
@@ -96,20 +117,23 @@ def stale_objects(kube: Kube, plan: Plan, stage: Stage, *, resuming: bool) -> li
     return problems
 
 
-def _backup_payload(kube: Kube, stage: Stage) -> Obj:
+def _backup_payload(stage: Stage, current: dict[str, Obj | None]) -> Obj:
     objects = []
     seen: set[str] = set()
     for action in stage.actions:
         if action.verb == "wait" or action.target.key in seen:
             continue
         seen.add(action.target.key)
-        objects.append({"target": action.target.to_dict(), "object": _get(kube, action)})
+        objects.append({"target": action.target.to_dict(), "object": current[action.target.key]})
     return {"stage": stage.name, "takenAt": now_rfc3339(), "objects": objects}
 
 
 def run_action(kube: Kube, plan: Plan, action: Action, *, dry_run: bool,
-               waits: WaitOptions, reporter: Reporter) -> bool:
-    """Carry out one action; True when it wrote something. Idempotent on a re-run."""
+               waits: WaitOptions, reporter: Reporter, known: Obj | None = None) -> bool:
+    """Carry out one action; True when it wrote something. Idempotent on a re-run.
+
+    ``known``: the target as just read (for independent Service patches), else it is read.
+    """
     t = action.target
     if action.verb == "wait":
         if dry_run:
@@ -128,7 +152,7 @@ def run_action(kube: Kube, plan: Plan, action: Action, *, dry_run: bool,
         wait_until(check, action.description, timeout, waits, reporter)
         check_i1(kube, plan)
         return False
-    current = _get(kube, action)
+    current = known if known is not None else _get(kube, action)
     if action.verb == "create":
         if current is not None:
             return False
@@ -154,6 +178,48 @@ def run_action(kube: Kube, plan: Plan, action: Action, *, dry_run: bool,
     reporter.event(f"{'(dry run) ' if dry_run else ''}{action.verb} {t.key}: "
                    f"{action.description}")
     return True
+
+
+def _independent(action: Action) -> bool:
+    """Writes that may run side by side: patches of distinct Services."""
+    return action.verb == "patch" and action.target.kind == "Service"
+
+
+def run_actions(kube: Kube, plan: Plan, actions: list[Action], *, options: ApplyOptions,
+                reporter: Reporter, known: dict[str, Obj | None] | None = None) -> int:
+    """Run actions in order; runs of independent Service patches go ``concurrency`` at a time.
+
+    The first error stops the stage (outstanding writes finish first, so the state on the
+    server is one the next run can resume from). ``known`` holds objects read at the start of
+    the stage, used for the independent patches (nothing else writes those Services).
+    """
+    known = known or {}
+    from concurrent.futures import ThreadPoolExecutor
+
+    writes = 0
+    index = 0
+    while index < len(actions):
+        end = index
+        while end < len(actions) and _independent(actions[end]):
+            end += 1
+        batch = actions[index:end]
+        if len(batch) > 1 and options.concurrency > 1:
+            with ThreadPoolExecutor(max_workers=options.concurrency) as pool:
+                futures = [pool.submit(run_action, kube, plan, action,
+                                       dry_run=options.dry_run, waits=options.waits,
+                                       reporter=reporter, known=known.get(action.target.key))
+                           for action in batch]
+                results = [future.exception() or future.result() for future in futures]
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
+            writes += sum(1 for r in results if r is True)
+            index = end
+            continue
+        writes += run_action(kube, plan, actions[index], dry_run=options.dry_run,
+                             waits=options.waits, reporter=reporter)
+        index += 1
+    return writes
 
 
 def _check_order(plan: Plan, stage: Stage, state: MigrationState) -> None:
@@ -199,18 +265,19 @@ def apply_stage(kube: Kube, plan: Plan, selector: str | int, *,
                                notes=[f"applied {record.applied_at} by {record.started_by}"])
         _check_order(plan, stage, state)
         resuming = record is not None
-        problems = stale_objects(kube, plan, stage, resuming=resuming)
+        current = prefetch(kube, stage.actions)
+        problems = stale_objects(kube, plan, stage, resuming=resuming, current_objects=current)
         if problems:
             raise BlockedError(
                 "the plan is stale (the cluster changed after it was made); run migrate plan"
                 " again:\n  - " + "\n  - ".join(problems)
             )
         if options.dry_run:
-            writes = sum(run_action(kube, plan, a, dry_run=True, waits=options.waits,
-                                    reporter=reporter) for a in stage.actions)
+            writes = run_actions(kube, plan, stage.actions, options=options, reporter=reporter,
+                                 known=current)
             return StageResult(stage.name, "dry-run", writes=writes)
         if record is None:
-            parts = store.write_backup(stage.name, _backup_payload(kube, stage))
+            parts = store.write_backup(stage.name, _backup_payload(stage, current))
             record = StageRecord(stage.name, "in-progress", now_rfc3339(),
                                  operator_identity(), backup_parts=parts)
             state.stages.append(record)
@@ -219,10 +286,8 @@ def apply_stage(kube: Kube, plan: Plan, selector: str | int, *,
             state.history.append({"at": record.started_at, "by": record.started_by,
                                   "event": f"started {stage.name}"})
             store.save(state)
-        writes = 0
-        for action in stage.actions:
-            writes += run_action(kube, plan, action, dry_run=False, waits=options.waits,
-                                 reporter=reporter)
+        writes = run_actions(kube, plan, stage.actions, options=options, reporter=reporter,
+                             known=current)
         check_i1(kube, plan)
         record.status = "applied"
         record.applied_at = now_rfc3339()

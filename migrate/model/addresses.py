@@ -182,3 +182,22 @@ def iter_addresses(ranges: Iterable[AddressRange]) -> Iterator[IPAddress]:
     for rng in ranges:
         for value in range(int(rng.first), int(rng.last) + 1):
             yield ipaddress.ip_address(value)
+
+
+class RangeIndex:
+    """Which value owns an address, for many disjoint ranges (binary search, not a scan)."""
+
+    def __init__(self, entries: Iterable[tuple[AddressRange, str]]) -> None:
+        ordered = sorted(entries, key=lambda e: (e[0].version, int(e[0].first)))
+        self._keys = [(rng.version, int(rng.first)) for rng, _ in ordered]
+        self._entries = ordered
+
+    def find(self, ip: IPAddress) -> str | None:
+        """The value whose range holds ``ip``, or None."""
+        import bisect
+
+        position = bisect.bisect_right(self._keys, (ip.version, int(ip))) - 1
+        if position < 0:
+            return None
+        rng, value = self._entries[position]
+        return value if ip in rng else None

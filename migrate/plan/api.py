@@ -14,6 +14,8 @@ from migrate.plan.model import Plan
 from migrate.sources.snapshot import ClusterSnapshot
 from migrate.translate.translator import translate
 
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _IMAGE_VERSION = re.compile(r":v?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -64,14 +66,27 @@ def make_plan(snapshot: ClusterSnapshot, *, cilium: str | None = None,
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:
-    """Write a plan file (YAML)."""
-    Path(path).write_text(yaml.safe_dump(plan.to_dict(), sort_keys=False, width=100))
+    """Write a plan file: JSON when the name ends in .json (faster for large plans), else YAML."""
+    if str(path).endswith(".json"):
+        import json
+
+        Path(path).write_text(json.dumps(plan.to_dict(), indent=1) + "\n")
+        return
+    Path(path).write_text(yaml.dump(plan.to_dict(), Dumper=_DUMPER, sort_keys=False, width=100))
 
 
 def load_plan(path: str | Path) -> Plan:
     """Read a plan file (InputError naming the file when it is not a plan)."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        text = Path(path).read_text()
+        if str(path).endswith(".json"):
+            import json
+
+            data = json.loads(text)
+        else:
+            data = yaml.load(text, Loader=_LOADER)
+    except ValueError:
+        raise InputError("the plan file is not valid JSON", source=str(path)) from None
     except OSError as exc:
         raise InputError(f"cannot read the plan: {exc.strerror}", source=str(path)) from None
     except yaml.YAMLError:

@@ -151,12 +151,12 @@ class _Builder:
             if changed_labels:
                 patch["metadata"]["labels"] = changed_labels
             before = view(body)
-            after = copy.deepcopy(before)
-            assert after is not None
-            after["metadata"]["annotations"] = {
-                k: v for k, v in new_annotations.items() if k not in IGNORED_ANNOTATIONS
-            }
-            after["metadata"]["labels"] = new_labels
+            assert before is not None
+            after = {**before, "metadata": {
+                "labels": new_labels,
+                "annotations": {k: v for k, v in new_annotations.items()
+                                if k not in IGNORED_ANNOTATIONS},
+            }}
             actions.append(Action(
                 "patch", Target("v1", "Service", service.name, service.namespace),
                 f"pin {', '.join(pin.ips) or 'no IP'}"
@@ -367,15 +367,16 @@ class _Builder:
             drop = sorted(k for k in annotations if k.startswith(METALLB_PREFIXES))
             if not drop:
                 continue
-            before_body = copy.deepcopy(body)
-            before_body.setdefault("metadata", {})["annotations"] = annotations
-            before_body["metadata"]["labels"] = {**_labels(body), **pin.labels}
+            before_body = {**body, "metadata": {
+                **(body.get("metadata") or {}), "annotations": annotations,
+                "labels": {**_labels(body), **pin.labels}}}
             before = view(before_body)
-            after = copy.deepcopy(before)
-            assert after is not None and before is not None
-            after["metadata"]["annotations"] = {
-                k: v for k, v in before["metadata"]["annotations"].items() if k not in drop
-            }
+            assert before is not None
+            after = {**before, "metadata": {
+                "labels": before["metadata"]["labels"],
+                "annotations": {k: v for k, v in before["metadata"]["annotations"].items()
+                                if k not in drop},
+            }}
             actions.append(Action(
                 "patch", Target("v1", "Service", pin.name, pin.namespace),
                 "remove MetalLB's annotations", before=before, after=after,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -73,18 +74,23 @@ class Action:
     def to_dict(self) -> Obj:
         out: Obj = {"verb": self.verb, "target": self.target.to_dict(),
                     "description": self.description}
+        # A patch's "after" is its "before" with the merge patch applied: not stored twice.
+        skip = {"after"} if self.verb == "patch" and self.patch is not None else set()
         for key in ("before", "after", "patch", "body", "replicas", "wait"):
             value = getattr(self, key)
-            if value is not None:
+            if value is not None and key not in skip:
                 out[key] = value
         return out
 
     @classmethod
     def from_dict(cls, data: Obj) -> Action:
+        after = data.get("after")
+        if data["verb"] == "patch" and after is None and data.get("patch") is not None:
+            after = merge_patch(data.get("before") or {}, data["patch"])
         return cls(
             verb=data["verb"], target=Target.from_dict(data["target"]),
             description=data.get("description", ""), before=data.get("before"),
-            after=data.get("after"), patch=data.get("patch"), body=data.get("body"),
+            after=after, patch=data.get("patch"), body=data.get("body"),
             replicas=data.get("replicas"), wait=data.get("wait"),
         )
 
@@ -199,6 +205,19 @@ class Plan:
             expected_ips={k: list(v) for k, v in (data.get("expectedIPs") or {}).items()},
             context=dict(data.get("context") or {}),
         )
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch (returns a new value)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
 
 
 def canonical_digest(value: Any) -> str:

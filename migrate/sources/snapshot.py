@@ -15,6 +15,7 @@ from typing import Any
 
 from migrate.errors import InputError
 from migrate.model import metallb as mlb
+from migrate.model.addresses import IPAddress, RangeIndex
 from migrate.model.findings import Finding, Severity
 from migrate.model.kube import (
     METALLB_PREFIXES,
@@ -70,6 +71,16 @@ class ClusterSnapshot:
         """The pool of that name (or legacy name), if any."""
         name = self.pool_aliases.get(name, name)
         return next((p for p in self.pools if p.name == name), None)
+
+    def pool_holding(self, ip: IPAddress) -> str | None:
+        """The MetalLB pool whose addresses contain the IP, if any (indexed)."""
+        index = self.__dict__.get("_pool_index")
+        if index is None:
+            index = RangeIndex(
+                (address.range, pool.name) for pool in self.pools for address in pool.addresses
+            )
+            self.__dict__["_pool_index"] = index
+        return index.find(ip)
 
     def find(self, api_version_prefix: str, kind: str) -> list[dict[str, Any]]:
         """Raw bodies of other objects of a kind (apiVersion starting with the prefix)."""

@@ -16,6 +16,7 @@ from migrate.model import metallb as mlb
 from migrate.model.addresses import (
     AddressRange,
     IPAddress,
+    RangeIndex,
     metallb_allocatable,
     split_avoiding_buggy,
 )
@@ -119,6 +120,9 @@ class _Translator:
             pool.name: metallb_allocatable(pool.addresses, pool.avoid_buggy_ips)
             for pool in snapshot.pools
         }
+        self.pool_index = RangeIndex(
+            (rng, name) for name, ranges in self.allocatable.items() for rng in ranges
+        )
         self.pool_selectors: dict[str, dict[str, Any]] = {}
         self.l2_pools: dict[str, list[mlb.L2Advertisement]] = defaultdict(list)
         self.bgp_pools: set[str] = set()
@@ -310,10 +314,7 @@ class _Translator:
 
     # -- services --------------------------------------------------------------------------
     def _pool_of(self, ip: IPAddress) -> str | None:
-        for name, ranges in self.allocatable.items():
-            if any(ip in rng for rng in ranges):
-                return name
-        return None
+        return self.pool_index.find(ip)
 
     def _served(self, service: Service) -> bool:
         if not service.is_load_balancer:

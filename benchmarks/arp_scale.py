@@ -1,0 +1,150 @@
+"""ARP prober at scale against tuned arp-scan, on the same test wire.
+
+Builds the test wire of ``tests/wire.py`` (a bridge, a client and 3 node namespaces; root
+needed), makes a responder in every node namespace answer for the same 1,000 IPs, so every IP
+gets three replies (three MACs: a conflict each), and times whole processes run in the client
+namespace, side by side:
+
+- ``python -m migrate.verify.arp --interface eth0 --ip RANGE`` (our prober, default settings,
+  then with ``--quiet 0.01``: it stops 10 ms after the last new MAC instead of 20 ms),
+- ``migrate verify --arp ...`` when the CLI has that command,
+- ``arp-scan -I eth0 -B 100M -r 1 -t 100 RANGE`` (tuned), when installed.
+
+It prints the median and best wall time of each over the runs, the replies each counted (the
+goal is every one of the 3,000), and our median over arp-scan's (goal: at most 1.5). Everything
+is torn down at the end, also on failure or Ctrl-C.
+
+Usage: ``sudo python benchmarks/arp_scale.py [--ips 1000] [--runs 7] [--nodes 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.wire import INTERFACE, Responder, Wire, python_env, vips, why_no_wire
+
+Counter = Callable[[subprocess.CompletedProcess[str]], int]
+OURS = "python -m migrate.verify.arp"
+OURS_TUNED = "python -m migrate.verify.arp --quiet 0.01"
+ARP_SCAN = "arp-scan -B 100M -r 1 -t 100"
+
+
+def count_ours(done: subprocess.CompletedProcess[str]) -> int:
+    """Replies our prober recorded: the MACs of every IP summed."""
+    return sum(len(entry["macs"]) for entry in json.loads(done.stdout)["arp"])
+
+
+def count_arp_scan(done: subprocess.CompletedProcess[str]) -> int:
+    """Replies arp-scan printed (one line each, duplicates included, with -x -q)."""
+    return sum(1 for line in done.stdout.splitlines() if line.strip())
+
+
+def timed(argv: Sequence[str], count: Counter) -> tuple[float, int]:
+    """Whole-process wall time of ``argv`` and the replies it counted."""
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, env=python_env(), check=False)
+    elapsed = time.perf_counter() - start
+    if done.returncode not in (0, 4):
+        raise SystemExit(f"{argv[4:]} failed ({done.returncode}): {done.stderr.strip()}")
+    return elapsed, count(done)
+
+
+def cli_has_verify() -> bool:
+    """True when ``migrate verify --arp`` exists in this tree."""
+    probe = subprocess.run(
+        [sys.executable, "-m", "migrate.cli", "verify", "--help"],
+        capture_output=True, text=True, env=python_env(), check=False,
+    )
+    return probe.returncode == 0 and "--arp" in probe.stdout
+
+
+def main() -> int:
+    """Build, measure, print, tear down."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ips", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--nodes", type=int, default=3)
+    options = parser.parse_args()
+    reason = why_no_wire()
+    if reason:
+        print(f"skipped: {reason}")
+        return 0
+    targets = vips(options.ips)
+    spec = f"{targets[0]}-{targets[-1]}"
+    expected = options.ips * options.nodes
+    wire = Wire(nodes=options.nodes)
+    responders: list[Responder] = []
+    try:
+        wire.build()
+        folder = Path(tempfile.mkdtemp(prefix="arp_scale."))
+        for node in wire.nodes:
+            responder = wire.responder(node, folder / f"{node}.ips")
+            responder.set_ips(targets)
+            responders.append(responder)
+        time.sleep(0.5)  # let the gratuitous ARP of the start pass
+
+        contenders: dict[str, tuple[list[str], Counter]] = {
+            OURS: (wire.prober_argv([f"--ip={spec}"]), count_ours),
+            OURS_TUNED: (wire.prober_argv([f"--ip={spec}", "--quiet", "0.01"]), count_ours),
+        }
+        if cli_has_verify():
+            contenders["migrate verify --arp"] = (
+                wire.exec_argv(wire.client, [
+                    sys.executable, "-m", "migrate.cli", "verify", "--arp",
+                    "--interface", INTERFACE, "--ip", spec, "-o", "json",
+                ]),
+                count_ours,
+            )
+        if shutil.which("arp-scan"):
+            contenders[ARP_SCAN] = (
+                wire.exec_argv(wire.client, [
+                    "arp-scan", "-I", INTERFACE, "-B", "100M", "-r", "1", "-t", "100",
+                    "-x", "-q", spec,
+                ]),
+                count_arp_scan,
+            )
+        else:
+            print("arp-scan not installed: measuring our prober alone")
+
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        counts: dict[str, list[int]] = {name: [] for name in contenders}
+        for _ in range(options.runs):
+            for name, (argv, count) in contenders.items():  # interleaved: same conditions
+                elapsed, replies = timed(argv, count)
+                times[name].append(elapsed)
+                counts[name].append(replies)
+
+        print(f"{options.ips} IPs x {options.nodes} responders = {expected} replies expected, "
+              f"{options.runs} runs each, whole-process wall time (ip netns exec included)")
+        theirs = statistics.median(times[ARP_SCAN]) if ARP_SCAN in times else None
+        print(f"{'command':46} {'median s':>9} {'best s':>8} {'replies min/max':>16} "
+              f"{'/arp-scan':>9}")
+        for name in contenders:
+            median = statistics.median(times[name])
+            ratio = f"{median / theirs:9.2f}" if theirs else ""
+            print(f"{name:46} {median:9.3f} {min(times[name]):8.3f} "
+                  f"{min(counts[name]):>7}/{max(counts[name]):<8} {ratio}")
+        print("goal: ours <= 1.5 x arp-scan (median), no reply lost")
+        lost = {name: expected - min(counts[name]) for name in contenders if name != ARP_SCAN}
+        for name, missing in lost.items():
+            print(f"replies lost by {name} (worst run): {missing}")
+        return 0 if not any(lost.values()) else 1
+    finally:
+        for responder in responders:
+            responder.stop()
+        wire.destroy()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""``python -m migrate.lab serve --snapshot DIR [--port N|0] --kubeconfig-out FILE``.
+
+Loads the snapshot into a store, serves the emulated API on 127.0.0.1, writes a kubeconfig for
+it once it accepts requests, and serves until killed (SIGTERM / SIGINT). When the module
+``migrate.lab.models`` exposes ``build_controllers(store)``, the controller models run in a
+background thread in real time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from migrate.errors import MigrateError
+from migrate.lab.server import LabServer
+from migrate.lab.store import Clock, Store
+
+MODELS_TICK = 0.2
+"""Seconds between two rounds of the controller models under ``serve``."""
+
+
+def load_controllers(store: Store) -> Any | None:
+    """``migrate.lab.models.build_controllers(store)`` when that exists, else None."""
+    try:
+        models = importlib.import_module("migrate.lab.models")
+    except ImportError:
+        return None
+    build = getattr(models, "build_controllers", None)
+    return build(store) if callable(build) else None
+
+
+def run_controllers(controllers: Any, stop: threading.Event) -> None:
+    """Drive the models in real time: settle, then tell them how much time passed."""
+    last = time.monotonic()
+    while not stop.is_set():
+        try:
+            controllers.run_until_idle()
+            now = time.monotonic()
+            controllers.advance(now - last)
+            last = now
+        except Exception as exc:  # a model bug must not take the API server down
+            print(f"migrate.lab: controller models failed: {exc!r}", file=sys.stderr, flush=True)
+        stop.wait(MODELS_TICK)
+
+
+def serve(snapshot: Sequence[str], port: int, kubeconfig_out: str, *, models: bool) -> int:
+    """Run the lab until a signal arrives; returns the exit code."""
+    store, skipped = Store.from_snapshot(list(snapshot), Clock.real())
+    for line in skipped:
+        print(f"migrate.lab: skipped {line}", file=sys.stderr)
+    try:
+        server = LabServer(store, port=port)
+    except OSError as exc:
+        print(f"migrate.lab: cannot listen on 127.0.0.1:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    controllers = load_controllers(store) if models else None
+    worker: threading.Thread | None = None
+    if controllers is not None:
+        worker = threading.Thread(target=run_controllers, args=(controllers, stop),
+                                  name="lab-models", daemon=True)
+        worker.start()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    server.write_kubeconfig(kubeconfig_out)
+    print(f"migrate.lab: serving {server.url} (kubeconfig {kubeconfig_out}; models "
+          f"{'running' if controllers is not None else 'off'})", flush=True)
+    try:
+        while not stop.is_set():
+            stop.wait(0.5)
+    finally:
+        server.stop()
+        if worker is not None:
+            worker.join(timeout=2)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m migrate.lab``."""
+    parser = argparse.ArgumentParser(prog="python -m migrate.lab",
+                                     description="The emulated Kubernetes cluster of migrate.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="serve a snapshot folder over the Kubernetes API")
+    run.add_argument("--snapshot", action="append", required=True, metavar="DIR",
+                     help="snapshot folder or file (repeatable)")
+    run.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free)")
+    run.add_argument("--kubeconfig-out", required=True, metavar="FILE",
+                     help="where to write the kubeconfig for the server")
+    run.add_argument("--no-models", action="store_true",
+                     help="do not run the controller models")
+    args = parser.parse_args(argv)
+    for path in args.snapshot:
+        if not Path(path).exists():
+            parser.error(f"no such snapshot: {path}")
+    try:
+        return serve(args.snapshot, args.port, args.kubeconfig_out, models=not args.no_models)
+    except MigrateError as exc:
+        print(f"migrate.lab: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""``migrate verify``: API checks, ARP on the wire, and a forced failover.
+
+``run_verify`` combines the parts the command asks for into one ``VerifyResult`` (JSON via
+``to_json``, a table via ``render_tables``): ``api.verify_api`` (the cluster against the
+plan), ``arp.verify_arp`` held to the announcers the API names (``api.match_announcers``, I2)
+and ``failover.run_failover``. Imports are lazy so that ``python -m migrate.verify.arp`` and
+the CLI start fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from migrate.kube import Kube
+    from migrate.plan.model import Plan
+    from migrate.verify.api import AnnouncerMatch, ApiReport
+    from migrate.verify.failover import FailoverReport
+
+__all__ = ["VerifyResult", "render_tables", "run_verify"]
+
+
+@dataclass
+class VerifyResult:
+    """Everything one ``migrate verify`` run found; ``problems`` empty means all good."""
+
+    api: ApiReport | None = None
+    arp: list[AnnouncerMatch] | None = None
+    interface: str | None = None
+    failover: FailoverReport | None = None
+    not_probed: list[str] = field(default_factory=list)
+    """Plan IPs left out of the ARP probe (IPv6: ARP is IPv4 only)."""
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed."""
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"arp": [...], "api": [...], "failover": {...}}``, each part only when it ran."""
+        document: dict[str, Any] = {}
+        if self.arp is not None:
+            document["arp"] = [row.to_json() if self.api is not None else row.entry.to_json()
+                               for row in self.arp]
+        if self.api is not None:
+            document["api"] = self.api.to_json()["api"]
+        if self.failover is not None:
+            document["failover"] = self.failover.to_json()
+        return document
+
+
+def run_verify(
+    kube: Kube | None,
+    plan: Plan | None,
+    *,
+    interface: str | None = None,
+    ip_specs: Sequence[str] = (),
+    node_macs: Mapping[str, str] | None = None,
+    failover: str | None = None,
+    timeout: float = 60.0,
+    cilium_namespace: str | None = None,
+    state_namespace: str = "kube-system",
+    on_event: Callable[[str], None] | None = None,
+) -> VerifyResult:
+    """Run the API checks (with ``plan``), the ARP probe (with ``interface``: ``ip_specs`` or
+    else the plan's IPv4 addresses) and the failover of ``failover`` (``ns/name``; skipped
+    when something already failed). ``kube`` is needed for the plan and the failover."""
+    result = VerifyResult(interface=interface)
+    if plan is not None:
+        from migrate.verify.api import verify_api
+
+        if kube is None:
+            raise ValueError("the API checks need a cluster")
+        result.api = verify_api(kube, plan, state_namespace=state_namespace)
+        if not result.api.ok:
+            result.problems.append(f"{len(result.api.failures)} of {len(result.api.checks)}"
+                                   " API checks failed")
+    node_ips: Mapping[str, Any] = {}
+    if kube is not None and interface:
+        from migrate.verify.api import node_internal_ips
+
+        node_ips = node_internal_ips(kube)
+    if interface and (ip_specs or plan is not None):
+        _probe(result, plan, interface, ip_specs, node_macs, node_ips)
+    if failover:
+        if kube is None:
+            raise ValueError("the failover needs a cluster")
+        if result.problems:
+            result.problems.append("failover not attempted: fix the failures above first")
+            return result
+        from migrate.verify.failover import run_failover
+
+        namespace = cilium_namespace or (plan.cilium_namespace if plan else "kube-system")
+        result.failover = run_failover(
+            kube, failover, cilium_namespace=namespace, interface=interface, timeout=timeout,
+            node_macs=node_macs, node_ips=node_ips, on_event=on_event)
+        if not result.failover.ok:
+            result.problems.append(f"failover of {failover}: "
+                                   + "; ".join(result.failover.problems))
+    return result
+
+
+def _probe(result: VerifyResult, plan: Plan | None, interface: str, ip_specs: Sequence[str],
+           node_macs: Mapping[str, str] | None, node_ips: Mapping[str, Any]) -> None:
+    from migrate.verify.api import ipv4_targets, match_announcers
+    from migrate.verify.arp import verify_arp
+
+    targets: list[Any] = list(ip_specs)
+    if not targets and plan is not None:
+        targets, result.not_probed = ipv4_targets(
+            ip for ips in plan.expected_ips.values() for ip in ips)
+    if not targets:
+        result.arp = []
+        return
+    report = verify_arp(interface, targets, node_macs=node_macs, node_ips=node_ips)
+    result.arp = match_announcers(report, result.api)
+    failed = sum(1 for row in result.arp if not row.ok)
+    if failed:
+        suffix = ", the expected node's" if result.api is not None else ""
+        result.problems.append(f"{failed} of {len(result.arp)} IPs are not answered by exactly"
+                               f" one MAC{suffix}")
+
+
+def render_tables(result: VerifyResult, file: IO[str] | None = None) -> None:
+    """Print the result as tables (rich) on ``file`` (stdout by default)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file)
+    if result.api is not None:
+        table = Table("check", "object", "status", "detail",
+                      title=f"API checks ({result.api.phase} announces)")
+        for check in result.api.checks:
+            table.add_row(check.name, check.subject,
+                          f"[{'green' if check.ok else 'red'}]{check.status}", check.detail)
+        console.print(table)
+    if result.arp:
+        colours = {"ok": "green", "conflict": "red", "silent": "yellow"}
+        columns = ["IP", "status", "MACs", "nodes"]
+        if result.api is not None:
+            columns += ["expected", "announcer"]
+        table = Table(*columns, title=f"ARP on {result.interface}")
+        for row in result.arp:
+            entry = row.entry
+            cells = [str(entry.ip), f"[{colours[entry.status]}]{entry.status}",
+                     " ".join(entry.macs) or "-", " ".join(entry.nodes) or "-"]
+            if result.api is not None:
+                cells += [" ".join(row.expected) or "-",
+                          f"[{'green' if row.ok else 'red'}]{row.detail}"]
+            table.add_row(*cells)
+        console.print(table)
+    if result.not_probed:
+        console.print(f"Not probed over ARP (IPv6): {', '.join(result.not_probed)}",
+                      highlight=False)
+    if result.failover is not None:
+        console.print("\n".join(_failover_lines(result.failover)), highlight=False)
+
+
+def _failover_lines(report: FailoverReport) -> list[str]:
+    lines = [
+        f"Failover of {report.service}: {'ok' if report.ok else 'FAILED'}",
+        f"  deleted pod {report.pod}",
+        f"  lease: {report.old_holder} -> {report.new_holder or '(not moved)'}"
+        + (f" after {report.lease_seconds:.1f}s" if report.lease_seconds is not None else ""),
+    ]
+    if report.wire:
+        lines.append(
+            f"  ARP: {' '.join(report.old_macs) or '-'} -> {' '.join(report.new_macs) or '-'}"
+            + (f" ({', '.join(report.new_mac_nodes)})" if report.new_mac_nodes else "")
+            + (f" after {report.wire_seconds:.1f}s" if report.wire_seconds is not None else ""))
+        lines.append(f"  gratuitous ARP: {'seen' if report.gratuitous else 'not seen'};"
+                     f" longest silence {report.silent_seconds:.1f}s;"
+                     f" rounds with two MACs: {report.conflict_rounds}")
+    lines += [f"  problem: {problem}" for problem in report.problems]
+    return lines

@@ -1,0 +1,405 @@
+"""API checks of ``migrate verify``: what the cluster's objects say about the migration.
+
+``verify_api(kube, plan)`` reads the cluster once and checks, for the stage the migration is
+at (the stages recorded by ``migrate apply``):
+
+- I1: every Service of the plan has exactly the plan's IPs;
+- once ``ipam-handover`` is applied (or Cilium pools exist): no pool with
+  ``cilium.io/PoolConflict`` True, and no Service refused by LB-IPAM — its
+  ``IPAMRequestSatisfied`` condition is not False and every IP lies in an enabled,
+  non-conflicting pool whose ``cilium.io/IPsUsed`` count covers the plan's IPs in it. LB-IPAM
+  writes no ``IPAMRequestSatisfied`` for IPs it imports, only from ``satisfyService``, so
+  True cannot be required [C1.3][C1.4];
+- once ``l2-cutover`` is applied: a lease ``cilium-l2announce-<ns>-<name>`` held by a node
+  the policies select for every announced Service [C2], and no MetalLB L2Advertisement left.
+
+It also records who should answer ARP for each IP (the lease holder after cutover, MetalLB's
+ServiceL2Status node before [M5]) so that ``match_announcers`` can hold the wire to it (I2).
+Pure data out: ``ApiReport.to_json()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, ip_address, ip_network
+from typing import Any, Literal
+
+from migrate.kube import Kube, KubeError
+from migrate.plan.model import Plan
+from migrate.plan.views import ingress_ips
+from migrate.verify.arp import ArpEntry, ArpReport
+
+Obj = dict[str, Any]
+CheckStatus = Literal["ok", "failed"]
+Phase = Literal["metallb", "cilium"]
+
+POOL_CONFLICT = "cilium.io/PoolConflict"
+IPS_USED = "cilium.io/IPsUsed"
+SATISFIED = ("cilium.io/IPAMRequestSatisfied", "io.cilium/lb-ipam-request-satisfied")
+"""The condition's name since 1.15 and before [C1.3]."""
+LEASE_PREFIX = "cilium-l2announce-"
+STATE_NAMESPACE = "kube-system"
+
+
+def lease_name(service: str) -> str:
+    """The Cilium lease of a ``namespace/name`` Service [C2]."""
+    namespace, _, name = service.partition("/")
+    return f"{LEASE_PREFIX}{namespace}-{name}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One API check on one object."""
+
+    name: str
+    subject: str
+    ok: bool
+    detail: str
+
+    @property
+    def status(self) -> CheckStatus:
+        """``ok`` or ``failed``."""
+        return "ok" if self.ok else "failed"
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"name", "object", "status", "detail"}``."""
+        return {"name": self.name, "object": self.subject, "status": self.status,
+                "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class ApiReport:
+    """The API checks, and who the API says answers ARP for each IP."""
+
+    checks: tuple[Check, ...]
+    phase: Phase
+    """``cilium`` once l2-cutover is applied (Cilium's lease holder answers), else ``metallb``."""
+    announcers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """IP → the nodes that should answer for it (empty: unknown)."""
+    applied: tuple[str, ...] = ()
+    """The stages the cluster's state records as applied."""
+
+    @property
+    def ok(self) -> bool:
+        """True when every check passed."""
+        return all(check.ok for check in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        """The checks that failed."""
+        return [check for check in self.checks if not check.ok]
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"api": [{"name", "object", "status", "detail"}, ...]}``."""
+        return {"api": [check.to_json() for check in self.checks]}
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _condition(obj: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
+    conditions = ((obj or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if isinstance(c, dict) and c.get("type") == kind), None)
+
+
+def _list_or_empty(kube: Kube, api_version: str, kind: str,
+                   namespace: str | None = None) -> list[Obj]:
+    """Every object of a kind; empty when the API does not serve the kind (CRD absent)."""
+    try:
+        return kube.list(api_version, kind, namespace=namespace)
+    except KubeError as error:
+        if error.status == 404:
+            return []
+        raise
+
+
+def _key(obj: Mapping[str, Any]) -> str:
+    metadata = obj.get("metadata") or {}
+    return f"{metadata.get('namespace')}/{metadata.get('name')}"
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def applied_stages(kube: Kube, state_namespace: str = STATE_NAMESPACE) -> tuple[str, ...]:
+    """The stages migrate's state in the cluster records as applied, in order."""
+    from migrate.apply.state import StateStore
+
+    state = StateStore(kube, state_namespace).load()
+    return tuple(record.name for record in state.stages if record.status == "applied")
+
+
+def node_internal_ips(kube: Kube) -> dict[str, IPv4Address]:
+    """Node name → its first IPv4 InternalIP (to learn the node's MAC over ARP)."""
+    found: dict[str, IPv4Address] = {}
+    for node in kube.iter_list("v1", "Node"):
+        for address in (node.get("status") or {}).get("addresses") or []:
+            if address.get("type") != "InternalIP":
+                continue
+            try:
+                parsed = ip_address(str(address.get("address")))
+            except ValueError:
+                continue
+            if isinstance(parsed, IPv4Address):
+                found[_name(node)] = parsed
+                break
+    return found
+
+
+def _pool_contains(pool: Mapping[str, Any], ip: str) -> bool:
+    """Whether one of the pool's blocks (CIDR or start/stop) holds ``ip`` [C1]."""
+    address = ip_address(ip)
+    for block in (pool.get("spec") or {}).get("blocks") or []:
+        try:
+            if block.get("cidr"):
+                if address in ip_network(str(block["cidr"]), strict=False):
+                    return True
+            elif block.get("start"):
+                start = ip_address(str(block["start"]))
+                stop = ip_address(str(block.get("stop") or block["start"]))
+                if start.version == address.version and start <= address <= stop:  # type: ignore[operator]
+                    return True
+        except ValueError:
+            continue
+    return False
+
+
+def _used(pool: Mapping[str, Any]) -> int | None:
+    """The pool's ``cilium.io/IPsUsed`` count (the number is in the message) [C1]."""
+    condition = _condition(pool, IPS_USED)
+    try:
+        return int(str((condition or {}).get("message")))
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _ip_checks(plan: Plan, services: Mapping[str, Obj]) -> list[Check]:
+    """I1: every planned Service has exactly the plan's IPs."""
+    checks = []
+    for key, expected in sorted(plan.expected_ips.items()):
+        service = services.get(key)
+        if service is None:
+            checks.append(Check("service-ips", f"Service {key}", False, "the Service is gone"))
+            continue
+        current = ingress_ips(service)
+        if sorted(current) == sorted(expected):
+            checks.append(Check("service-ips", f"Service {key}", True,
+                                f"has its IPs {', '.join(expected)}"))
+        else:
+            checks.append(Check("service-ips", f"Service {key}", False,
+                                f"has {', '.join(current) or 'no IP'} instead of"
+                                f" {', '.join(expected)}"))
+    return checks
+
+
+def _pool_checks(pools: Sequence[Obj]) -> list[Check]:
+    """No pool in conflict [C1]."""
+    checks = []
+    for pool in sorted(pools, key=_name):
+        conflict = _condition(pool, POOL_CONFLICT)
+        bad = conflict is not None and conflict.get("status") == "True"
+        detail = (f"in conflict: {conflict.get('message') or conflict.get('reason')}"
+                  if bad and conflict is not None else "no conflict")
+        checks.append(Check("pool-conflict", f"CiliumLoadBalancerIPPool {_name(pool)}",
+                            not bad, detail))
+    return checks
+
+
+def _lbipam_checks(plan: Plan, services: Mapping[str, Obj], pools: Sequence[Obj]) -> list[Check]:
+    """No Service refused by LB-IPAM, and every planned IP imported by a healthy pool [C1.3]."""
+    planned_in_pool: dict[str, set[str]] = {}
+    pool_of_ip: dict[str, Obj | None] = {}
+    for ips in plan.expected_ips.values():
+        for ip in ips:
+            holder = next((p for p in sorted(pools, key=_name) if _pool_contains(p, ip)), None)
+            pool_of_ip[ip] = holder
+            if holder is not None:
+                planned_in_pool.setdefault(_name(holder), set()).add(ip)
+    checks = []
+    for key, expected in sorted(plan.expected_ips.items()):
+        problems = []
+        service = services.get(key)
+        for condition_type in SATISFIED:
+            condition = _condition(service, condition_type)
+            if condition is not None and condition.get("status") == "False":
+                problems.append(f"{condition_type} is False ({condition.get('reason')}:"
+                                f" {condition.get('message')})")
+        held_by = []
+        for ip in expected:
+            pool = pool_of_ip.get(ip)
+            if pool is None:
+                problems.append(f"no Cilium pool holds {ip}")
+                continue
+            name = _name(pool)
+            held_by.append(name)
+            conflict = _condition(pool, POOL_CONFLICT)
+            if (pool.get("spec") or {}).get("disabled"):
+                problems.append(f"pool {name} holding {ip} is disabled")
+            elif conflict is not None and conflict.get("status") == "True":
+                problems.append(f"pool {name} holding {ip} is in conflict")
+            else:
+                used, wanted = _used(pool), len(planned_in_pool.get(name, ()))
+                if used is None or used < wanted:
+                    problems.append(f"pool {name} uses {used if used is not None else 'no'}"
+                                    f" IPs, fewer than the {wanted} planned in it")
+        detail = "; ".join(problems) if problems else (
+            f"imported by pool {', '.join(dict.fromkeys(held_by))}")
+        checks.append(Check("lbipam", f"Service {key}", not problems, detail))
+    return checks
+
+
+def _lease_checks(plan: Plan, leases: Mapping[str, Obj]) -> tuple[list[Check], dict[str, str]]:
+    """A lease held by an eligible node for every announced Service [C2]; also the holders."""
+    announced: Mapping[str, Sequence[str] | None] = plan.context.get("announced") or {}
+    checks = []
+    holders: dict[str, str] = {}
+    for key, eligible in sorted(announced.items()):
+        name = lease_name(key)
+        lease = leases.get(name)
+        subject = f"Service {key}"
+        if lease is None:
+            checks.append(Check("lease", subject, False,
+                                f"no lease {plan.cilium_namespace}/{name}"))
+            continue
+        holder = str((lease.get("spec") or {}).get("holderIdentity") or "")
+        if not holder:
+            checks.append(Check("lease", subject, False, f"lease {name} has no holder"))
+            continue
+        holders[key] = holder
+        if eligible is not None and holder not in eligible:
+            checks.append(Check("lease", subject, False,
+                                f"held by {holder}, which no policy selects for it"
+                                f" (eligible: {', '.join(eligible) or 'none'})"))
+        else:
+            checks.append(Check("lease", subject, True, f"held by {holder}"))
+    return checks, holders
+
+
+def _advertisement_checks(advertisements: Sequence[Obj]) -> list[Check]:
+    """After cutover MetalLB must not announce anything any more (I2) [M3]."""
+    if not advertisements:
+        return [Check("metallb-advertisements", "L2Advertisement", True, "none left")]
+    return [Check("metallb-advertisements", f"L2Advertisement {_key(ad)}", False,
+                  "still present after l2-cutover: MetalLB's speakers answer ARP too")
+            for ad in sorted(advertisements, key=_key)]
+
+
+def _announcers(plan: Plan, by_service: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """IP → the nodes that should answer for it, from per-Service announcers."""
+    out: dict[str, dict[str, None]] = {}
+    for key, ips in plan.expected_ips.items():
+        node = by_service.get(key)
+        for ip in ips:
+            slot = out.setdefault(ip, {})
+            if node:
+                slot[node] = None
+    return {ip: tuple(sorted(nodes)) for ip, nodes in out.items()}
+
+
+def metallb_announcers(kube: Kube, namespace: str) -> dict[str, str]:
+    """``namespace/name`` → the node whose MetalLB speaker announces it (ServiceL2Status) [M5]."""
+    found = {}
+    for status_obj in _list_or_empty(kube, "metallb.io/v1beta1", "ServiceL2Status", namespace):
+        status = status_obj.get("status") or {}
+        labels = (status_obj.get("metadata") or {}).get("labels") or {}
+        service = status.get("serviceName") or labels.get("metallb.io/service-name")
+        service_ns = status.get("serviceNamespace") or labels.get("metallb.io/service-namespace")
+        node = status.get("node") or labels.get("metallb.io/node")
+        if service and service_ns and node:
+            found[f"{service_ns}/{service}"] = str(node)
+    return found
+
+
+def verify_api(kube: Kube, plan: Plan, *, state_namespace: str = STATE_NAMESPACE) -> ApiReport:
+    """Check the cluster against the plan for the stage the migration is at (module doc)."""
+    applied = applied_stages(kube, state_namespace)
+    services = {_key(s): s for s in kube.iter_list("v1", "Service")}
+    pool_version = str(plan.context.get("poolApiVersion") or "cilium.io/v2")
+    pools = _list_or_empty(kube, pool_version, "CiliumLoadBalancerIPPool")
+    checks = _ip_checks(plan, services)
+    if "ipam-handover" in applied or pools:
+        checks += _pool_checks(pools)
+        checks += _lbipam_checks(plan, services, pools)
+    phase: Phase = "cilium" if "l2-cutover" in applied else "metallb"
+    if phase == "cilium":
+        leases = {_name(lease): lease for lease in _list_or_empty(
+            kube, "coordination.k8s.io/v1", "Lease", plan.cilium_namespace)}
+        lease_checks, holders = _lease_checks(plan, leases)
+        checks += lease_checks
+        checks += _advertisement_checks(_list_or_empty(
+            kube, "metallb.io/v1beta1", "L2Advertisement", plan.metallb_namespace))
+        announcers = _announcers(plan, holders)
+    else:
+        announcers = _announcers(plan, metallb_announcers(kube, plan.metallb_namespace))
+    return ApiReport(tuple(checks), phase, announcers, applied)
+
+
+# --------------------------------------------------------------------------- ARP vs API
+
+
+@dataclass(frozen=True)
+class AnnouncerMatch:
+    """One probed IP held to the node the API says should answer it."""
+
+    entry: ArpEntry
+    expected: tuple[str, ...]
+    ok: bool
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The ARP entry's JSON plus ``expected`` nodes and ``announcer`` ok/failed/detail."""
+        return {**self.entry.to_json(), "expected": list(self.expected),
+                "announcer": "ok" if self.ok else "failed", "detail": self.detail}
+
+
+def match_announcers(arp: ArpReport, api: ApiReport | None) -> list[AnnouncerMatch]:
+    """Per probed IP: answered by exactly one MAC, and that MAC is the expected node's (I2).
+
+    Without an API report only the MAC count matters. A MAC of no known node fails when a node
+    is expected: give the nodes' MACs with ``--node-mac`` when their InternalIPs are not on
+    the probed segment.
+    """
+    matches = []
+    for entry in arp.entries:
+        expected = tuple(api.announcers.get(str(entry.ip), ())) if api is not None else ()
+        if entry.status == "silent":
+            matches.append(AnnouncerMatch(entry, expected, False, "nobody answers"))
+        elif entry.status == "conflict":
+            who = ", ".join(entry.nodes) or "unknown nodes"
+            matches.append(AnnouncerMatch(entry, expected, False,
+                                          f"{len(entry.macs)} MACs answer ({who})"))
+        elif not expected:
+            matches.append(AnnouncerMatch(entry, expected, True, "one MAC answers"))
+        elif not entry.nodes:
+            known = [node for node in expected if arp.node_macs.get(node)]
+            what = (f"{', '.join(expected)} has MAC {', '.join(arp.node_macs[known[0]])}"
+                    if known else f"the MAC of {', '.join(expected)} is unknown"
+                    " (give --node-mac)")
+            matches.append(AnnouncerMatch(entry, expected, False,
+                                          f"answered by {entry.macs[0]}, no known node's; {what}"))
+        elif set(entry.nodes) & set(expected):
+            matches.append(AnnouncerMatch(entry, expected, True,
+                                          f"answered by {', '.join(entry.nodes)}, as expected"))
+        else:
+            matches.append(AnnouncerMatch(entry, expected, False,
+                                          f"answered by {', '.join(entry.nodes)}, expected"
+                                          f" {', '.join(expected)}"))
+    return matches
+
+
+def ipv4_targets(ips: Iterable[str]) -> tuple[list[IPv4Address], list[str]]:
+    """The IPv4 addresses among ``ips`` (ARP is IPv4 only), and the others, each once."""
+    v4: dict[IPv4Address, None] = {}
+    other: dict[str, None] = {}
+    for ip in ips:
+        parsed = ip_address(ip)
+        if isinstance(parsed, IPv4Address):
+            v4[parsed] = None
+        else:
+            other[ip] = None
+    return sorted(v4), list(other)

@@ -1,0 +1,102 @@
+"""A running emulated cluster per test: the lab API server over a scenario snapshot, with the
+controller models running in real time in a background thread, and migrate's client for it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from migrate.apply.executor import ApplyOptions
+from migrate.apply.waits import WaitOptions
+from migrate.kube import Kube, RetryPolicy
+from migrate.lab.models import Controllers, build_controllers
+from migrate.lab.server import LabServer
+from migrate.lab.store import Clock, Store
+from migrate.lab.workloads import DeploymentStatus
+from tests.conftest import TESTDATA
+
+CLUSTERS = TESTDATA / "clusters"
+SCENARIOS = sorted(p.name for p in CLUSTERS.iterdir() if p.is_dir())
+
+
+@dataclass
+class Cluster:
+    """An emulated cluster and a Kube client for it."""
+
+    store: Store
+    server: LabServer
+    controllers: Controllers
+    kube: Kube
+    kubeconfig: Path
+    scenario: Path
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def settle(self, seconds: float = 0.3) -> None:
+        """Let the controllers catch up."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.controllers.run_until_idle()
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.kube.close()
+        self.server.stop()
+        self.controllers.close()
+
+
+def fast_options(**kwargs: object) -> ApplyOptions:
+    """Apply options for tests: quick polls, short waits."""
+    return ApplyOptions(waits=WaitOptions(poll=0.05, timeout_scale=0.1), **kwargs)  # type: ignore[arg-type]
+
+
+def _run(controllers: Controllers, stop: threading.Event) -> None:
+    last = time.monotonic()
+    while not stop.is_set():
+        controllers.run_until_idle()
+        now = time.monotonic()
+        controllers.advance(now - last)
+        last = now
+        stop.wait(0.02)
+
+
+ClusterFactory = Callable[[str], Cluster]
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Iterator[ClusterFactory]:
+    """Start emulated clusters from testdata/clusters/<name>; all stopped at teardown."""
+    started: list[Cluster] = []
+
+    def start(name: str) -> Cluster:
+        scenario = CLUSTERS / name
+        store, skipped = Store.from_snapshot([scenario], Clock.real())
+        assert not skipped, skipped
+        DeploymentStatus(store)
+        controllers = build_controllers(store)
+        controllers.run_until_idle()
+        server = LabServer(store).start()
+        kubeconfig = server.write_kubeconfig(tmp_path / f"kubeconfig-{len(started)}")
+        kube = Kube.from_kubeconfig(str(kubeconfig),
+                                    retry=RetryPolicy(attempts=4, base_delay=0.01))
+        cluster = Cluster(store, server, controllers, kube, kubeconfig, scenario)
+        cluster._thread = threading.Thread(target=_run, args=(controllers, cluster._stop),
+                                           daemon=True)
+        cluster._thread.start()
+        started.append(cluster)
+        cluster.settle()
+        return cluster
+
+    try:
+        yield start
+    finally:
+        for cluster in started:
+            cluster.stop()

@@ -1,0 +1,118 @@
+"""What apply refuses: a held lock, a stale plan, an ERROR finding, stages out of order; and
+what it tolerates: re-applying a done stage, a server dry run."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from migrate.apply.executor import apply_stage
+from migrate.apply.lock import MigrationLock
+from migrate.errors import BlockedError
+from migrate.model.findings import Finding, Severity
+from migrate.plan.api import load_plan, make_plan, save_plan
+from migrate.sources.live import read_live
+from tests.engine.conftest import ClusterFactory, fast_options
+
+
+def test_a_second_apply_is_refused_and_names_the_holder(cluster_factory: ClusterFactory) -> None:
+    cluster = cluster_factory("guide-single-pool")
+    plan = make_plan(read_live(cluster.kube))
+    other = MigrationLock(cluster.kube, "kube-system", identity="alice@laptop (pid 42)")
+    other.acquire()
+    try:
+        with pytest.raises(BlockedError, match="alice@laptop"):
+            apply_stage(cluster.kube, plan, "pin", options=fast_options())
+    finally:
+        other.release()
+    assert apply_stage(cluster.kube, plan, "pin", options=fast_options()).outcome == "applied"
+
+
+def test_a_service_changed_after_planning_makes_the_plan_stale(
+    cluster_factory: ClusterFactory,
+) -> None:
+    cluster = cluster_factory("guide-single-pool")
+    plan = make_plan(read_live(cluster.kube))
+    service = cluster.store.get("", "Service", "api", "shop")
+    service["metadata"].setdefault("labels", {})["team"] = "payments"
+    service["metadata"].pop("resourceVersion")
+    cluster.store.update(service)
+    with pytest.raises(BlockedError, match=r"stale(.|\n)*Service shop/api changed"):
+        apply_stage(cluster.kube, plan, "pin", options=fast_options())
+    assert "lbipam.cilium.io/ips" not in cluster.store.get(
+        "", "Service", "web", "shop")["metadata"].get("annotations", {})
+
+
+def test_a_new_loadbalancer_service_makes_the_plan_stale(cluster_factory: ClusterFactory) -> None:
+    cluster = cluster_factory("guide-single-pool")
+    plan = make_plan(read_live(cluster.kube))
+    cluster.store.create({"apiVersion": "v1", "kind": "Service",
+                          "metadata": {"name": "late", "namespace": "shop"},
+                          "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}})
+    with pytest.raises(BlockedError, match="shop/late appeared after planning"):
+        apply_stage(cluster.kube, plan, "pin", options=fast_options())
+
+
+def test_an_error_finding_blocks_apply(cluster_factory: ClusterFactory) -> None:
+    cluster = cluster_factory("guide-single-pool")
+    plan = make_plan(read_live(cluster.kube))
+    plan.findings.append(Finding(Severity.ERROR, "test", "Service shop/web", None, "broken"))
+    with pytest.raises(BlockedError, match="ERROR findings"):
+        apply_stage(cluster.kube, plan, "pin", options=fast_options())
+    assert cluster.store.try_get("", "ConfigMap", "lbmigrate-state", "kube-system") is None
+
+
+def test_stages_run_in_order_and_a_done_stage_is_a_no_op(
+    cluster_factory: ClusterFactory, tmp_path: Path,
+) -> None:
+    cluster = cluster_factory("guide-single-pool")
+    save_plan(make_plan(read_live(cluster.kube)), tmp_path / "plan.yaml")
+    plan = load_plan(tmp_path / "plan.yaml")
+    with pytest.raises(BlockedError, match="earlier stage"):
+        apply_stage(cluster.kube, plan, "freeze-metallb", options=fast_options())
+    assert apply_stage(cluster.kube, plan, "1", options=fast_options()).outcome == "applied"
+    seen = len(cluster.server.requests)
+    again = apply_stage(cluster.kube, plan, "pin", options=fast_options())
+    assert again.outcome == "already-applied" and again.writes == 0
+    writes = [(m, p) for m, p in list(cluster.server.requests)[seen:]
+              if m != "GET" and "/leases/" not in p and not p.endswith("/leases")]
+    assert writes == []
+
+
+def test_dry_run_changes_nothing(cluster_factory: ClusterFactory) -> None:
+    cluster = cluster_factory("guide-single-pool")
+    plan = make_plan(read_live(cluster.kube))
+    before = copy.deepcopy(cluster.store.list("", "Service"))
+    result = apply_stage(cluster.kube, plan, "pin", options=fast_options(dry_run=True))
+    assert result.outcome == "dry-run" and result.writes == 3
+    assert cluster.store.list("", "Service") == before
+    assert cluster.store.try_get("", "ConfigMap", "lbmigrate-state", "kube-system") is None
+
+
+def test_state_records_who_and_backups_before_writes(cluster_factory: ClusterFactory) -> None:
+    from migrate.apply.state import StateStore
+
+    cluster = cluster_factory("guide-single-pool")
+    plan = make_plan(read_live(cluster.kube))
+    apply_stage(cluster.kube, plan, "pin", options=fast_options())
+    state = StateStore(cluster.kube, "kube-system").load()
+    record = state.record("pin")
+    assert record is not None and record.status == "applied" and "@" in record.started_by
+    backup = StateStore(cluster.kube, "kube-system").read_backup(record.backup_parts)
+    saved = {item["target"]["name"]: item["object"] for item in backup["objects"]}
+    assert "lbipam.cilium.io/ips" not in (saved["web"]["metadata"].get("annotations") or {})
+
+
+def test_large_backups_are_split_across_configmaps(cluster_factory: ClusterFactory) -> None:
+    import os
+
+    from migrate.apply.state import StateStore
+
+    cluster = cluster_factory("guide-single-pool")
+    store = StateStore(cluster.kube, "kube-system")
+    payload = {"objects": [{"blob": os.urandom(300_000).hex()} for _ in range(4)]}
+    parts = store.write_backup("pin", payload)
+    assert len(parts) > 1
+    assert store.read_backup(parts) == payload

@@ -1,0 +1,276 @@
+"""End to end on the test wire: the lab migrates while a prober watches ARP continuously.
+
+One network namespace per lab node (cp-1, worker-1, worker-2) with two responders of ours each,
+one for MetalLB's speaker and one for Cilium's lease holder, following what the lab's
+controller models announce (``LabFollower``); a client namespace where the prober watches the
+Services' IPs and where ``migrate verify`` runs, against a second lab API server listening
+inside that namespace. Every frame stays inside namespaces this test created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrate.apply.executor import apply_stage
+from migrate.lab.server import LabServer
+from migrate.plan.api import make_plan, save_plan
+from migrate.plan.model import Plan
+from migrate.sources.live import read_live
+from tests.engine.conftest import Cluster, ClusterFactory, cluster_factory, fast_options
+from tests.wire import (
+    INTERFACE,
+    STACKS,
+    LabFollower,
+    Responder,
+    Watcher,
+    Wire,
+    python_env,
+    run_in_namespace,
+    session_prefix,
+    why_no_wire,
+)
+
+__all__ = ["cluster_factory"]
+
+pytestmark = pytest.mark.wire
+
+SCENARIO = "guide-single-pool"
+LAB_NODES = ("cp-1", "worker-1", "worker-2")
+
+
+@pytest.fixture
+def lab_wire() -> Iterator[Wire]:
+    """A wire of our own: a client namespace and one namespace per lab node."""
+    reason = why_no_wire()
+    if reason:
+        pytest.skip(reason)
+    built = Wire(f"{session_prefix()}e", nodes=len(LAB_NODES))
+    try:
+        built.build()
+    except subprocess.CalledProcessError as error:
+        built.destroy()
+        pytest.skip(f"cannot build network namespaces here: {error.stderr.strip()}")
+    try:
+        yield built
+    finally:
+        built.destroy()
+
+
+def verify_cli(wire: Wire, kubeconfig: Path, plan: Path, *args: str) -> tuple[int, Any, str]:
+    """``migrate verify --plan ... --arp --interface eth0 -o json`` in the client namespace."""
+    argv = wire.exec_argv(wire.client, [
+        sys.executable, "-c", "from migrate.cli import main; main(prog_name='migrate')",
+        "verify", "--plan", str(plan), "--kubeconfig", str(kubeconfig),
+        "--arp", "--interface", INTERFACE, "-o", "json", *args,
+    ])
+    done = subprocess.run(argv, capture_output=True, text=True, env=python_env(), timeout=120)
+    document = json.loads(done.stdout) if done.stdout.strip() else None
+    return done.returncode, document, done.stderr
+
+
+def observe_after(watcher: Watcher, moment: float) -> dict[str, Any]:
+    """The first observation whose round started after ``moment`` (epoch seconds)."""
+    return watcher.until(lambda seen: seen["started"] > moment)
+
+
+def silent_spans(observations: list[dict[str, Any]], ip: str) -> list[tuple[float, float]]:
+    """(start, end) of every run of rounds in which nobody answered ``ip``."""
+    spans = []
+    since: float | None = None
+    for seen in observations:
+        if not seen["macs"].get(ip):
+            since = seen["started"] if since is None else since
+        elif since is not None:
+            spans.append((since, seen["started"]))
+            since = None
+    return spans
+
+
+@dataclass
+class LabOnWire:
+    """A lab cluster whose announcements answer on the wire, watched from the client."""
+
+    cluster: Cluster
+    wire: Wire
+    plan: Plan
+    plan_file: Path
+    kubeconfig: Path
+    """For ``migrate verify`` in the client namespace."""
+    follower: LabFollower
+    watcher: Watcher
+    vips: list[IPv4Address]
+    mac_of: dict[str, str]
+    """Lab node → the MAC of its namespace's eth0."""
+
+    def services_of(self, ip: str) -> list[str]:
+        return sorted(key for key, ips in self.plan.expected_ips.items() if ip in ips)
+
+    def verify(self, *args: str) -> tuple[int, Any, str]:
+        return verify_cli(self.wire, self.kubeconfig, self.plan_file, *args)
+
+    def now_seen(self) -> dict[str, Any]:
+        """An observation of the wire once the responders answer what the models say now."""
+        self.follower.wait_synced()
+        return observe_after(self.watcher, time.time())
+
+
+@pytest.fixture
+def lab_on_wire(cluster_factory: ClusterFactory, lab_wire: Wire,
+                tmp_path: Path) -> Iterator[LabOnWire]:
+    """The scenario's lab, responders following it per node and stack, a prober watching."""
+    cluster = cluster_factory(SCENARIO)
+    namespace_of = dict(zip(LAB_NODES, lab_wire.nodes, strict=True))
+    # Each node's InternalIP lives on its namespace's eth0, so verify learns its MAC over ARP.
+    for node in cluster.kube.list("v1", "Node"):
+        address = next(a["address"] for a in node["status"]["addresses"]
+                       if a["type"] == "InternalIP")
+        subprocess.run(["ip", "-n", namespace_of[node["metadata"]["name"]], "addr", "add",
+                        f"{address}/32", "dev", INTERFACE], check=True)
+    plan = make_plan(read_live(cluster.kube))
+    assert not plan.blocked, plan.findings
+    plan_file = tmp_path / "plan.yaml"
+    save_plan(plan, plan_file)
+    vips = sorted({IPv4Address(ip) for ips in plan.expected_ips.values() for ip in ips})
+    with contextlib.ExitStack() as cleanup:
+        responders: dict[tuple[str, str], Responder] = {}
+        for node, namespace in namespace_of.items():
+            for stack in STACKS:
+                responders[(node, stack)] = lab_wire.responder(
+                    namespace, tmp_path / f"{node}-{stack}.ips")
+                cleanup.callback(responders[(node, stack)].stop)
+        follower = LabFollower(cluster.controllers.announcements, responders).start()
+        cleanup.callback(follower.stop)
+        server = run_in_namespace(lab_wire.client, lambda: LabServer(cluster.store).start())
+        cleanup.callback(server.stop)
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig-client")
+        watcher = Watcher(lab_wire, vips, seconds=240, interval=0.05)
+        cleanup.callback(watcher.stop)
+        yield LabOnWire(cluster, lab_wire, plan, plan_file, kubeconfig, follower, watcher, vips,
+                        {node: lab_wire.macs[ns] for node, ns in namespace_of.items()})
+
+
+def doubled_rounds(watcher: Watcher) -> list[tuple[float, str, list[str]]]:
+    """Every (round, IP, MACs) seen so far where two MACs or more answered one IP (I2)."""
+    return [(seen["started"], ip, macs) for seen in watcher.seen
+            for ip, macs in seen["macs"].items() if len(macs) > 1]
+
+
+def test_migration_keeps_one_announcer_and_fails_over(lab_on_wire: LabOnWire) -> None:
+    lab = lab_on_wire
+    cluster, plan, watcher, mac_of = lab.cluster, lab.plan, lab.watcher, lab.mac_of
+
+    # Before: MetalLB's speakers answer, each IP from the node its ServiceL2Status names.
+    lab.now_seen()
+    code, before, stderr = lab.verify()
+    assert code == 0, (stderr, before)
+    metallb_view = cluster.controllers.announcements()
+    for row in before["arp"]:
+        speaker = metallb_view[row["ip"]].metallb_node
+        assert row["expected"] == [speaker], row
+        assert row["nodes"] == [speaker] and row["macs"] == [mac_of[speaker]], row
+    assert {check["status"] for check in before["api"]} == {"ok"}
+
+    # Apply every stage while the wire is watched.
+    spans: dict[str, tuple[float, float]] = {}
+    for stage in plan.stages:
+        began = time.time()
+        result = apply_stage(cluster.kube, plan, stage.name, options=fast_options())
+        assert result.outcome == "applied", stage.name
+        lab.now_seen()
+        spans[stage.name] = (began, time.time())
+
+    # After cutover each IP is answered by its lease holder's MAC alone.
+    holders = {
+        ip: {cluster.kube.get("coordination.k8s.io/v1", "Lease",
+                              f"cilium-l2announce-{key.replace('/', '-')}",
+                              plan.cilium_namespace)["spec"]["holderIdentity"]
+             for key in lab.services_of(ip)}
+        for ip in map(str, lab.vips)
+    }
+    assert all(len(nodes) == 1 for nodes in holders.values()), holders
+    assert lab.now_seen()["macs"] == {ip: [mac_of[next(iter(nodes))]]
+                                      for ip, nodes in holders.items()}
+
+    code, after, stderr = lab.verify()
+    assert code == 0, (stderr, after)
+    assert {check["name"] for check in after["api"]} >= {"lease", "metallb-advertisements"}
+    assert {check["status"] for check in after["api"]} == {"ok"}
+    assert {row["ip"]: row["expected"] for row in after["arp"]} == {
+        ip: sorted(nodes) for ip, nodes in holders.items()}
+
+    # Failover: the holder's agent pod goes; another node takes the lease and the wire.
+    first_ip = str(lab.vips[0])
+    old_holder = next(iter(holders[first_ip]))
+    code, failed_over, stderr = lab.verify("--failover", lab.services_of(first_ip)[0], "--yes",
+                                           "--timeout", "45")
+    assert code == 0, (stderr, failed_over)
+    report = failed_over["failover"]
+    print(f"failover: {json.dumps(report)}")
+    new_holder = report["newHolder"]
+    assert report["oldHolder"] == old_holder and new_holder not in (None, old_holder)
+    assert report["oldMacs"] == [mac_of[old_holder]]
+    assert report["newMacs"] == [mac_of[new_holder]]
+    assert report["newMacNodes"] == [new_holder]
+    assert report["gratuitousArp"] is True
+    assert {g["mac"] for g in report["gratuitous"]} == {mac_of[new_holder]}
+    assert cluster.kube.try_get("v1", "Pod", report["deletedPod"].split("/")[1],
+                                plan.cilium_namespace) is None
+    assert lab.now_seen()["macs"][first_ip] == [mac_of[new_holder]]
+
+    # I2 over the whole run: no round in which two MACs answered one IP.
+    assert not doubled_rounds(watcher)
+    # The gap at l2-cutover (break before make) is allowed; report it.
+    cutover_began, cutover_done = spans["l2-cutover"]
+    for ip in map(str, lab.vips):
+        gaps = [end - start for start, end in silent_spans(watcher.seen, ip)
+                if cutover_began <= end and start <= cutover_done + 1]
+        print(f"l2-cutover: {ip} silent for {max(gaps, default=0.0):.3f}s")
+    assert any(g["mac"] == mac_of[old_holder] for seen in watcher.seen
+               for g in seen["gratuitous"])
+
+
+def test_make_before_break_shows_two_announcers(lab_on_wire: LabOnWire) -> None:
+    """Creating Cilium's policies while MetalLB still advertises (the wrong order) puts two
+    announcers on the wire; the prober sees it and verify fails with exit 4."""
+    lab = lab_on_wire
+    cluster, plan = lab.cluster, lab.plan
+    for stage in plan.stages[: [s.name for s in plan.stages].index("l2-cutover")]:
+        assert apply_stage(cluster.kube, plan, stage.name,
+                           options=fast_options()).outcome == "applied"
+    cutover = plan.stage("l2-cutover")
+    for action in cutover.actions:
+        if action.verb == "create" and action.body is not None:
+            cluster.kube.create(action.body)
+    deadline = time.monotonic() + 15
+    while not any(a.metallb_nodes and a.cilium_nodes
+                  for a in cluster.controllers.announcements().values()):
+        assert time.monotonic() < deadline, "the lab never announced with both stacks"
+        time.sleep(0.05)
+    view = cluster.controllers.announcements()
+    two_nodes = {ip for ip, a in view.items() if set(a.metallb_nodes) != set(a.cilium_nodes)}
+    assert two_nodes, view
+    seen = lab.now_seen()
+    for ip in two_nodes:
+        assert sorted(seen["macs"][ip]) == sorted(
+            {lab.mac_of[n] for n in (*view[ip].metallb_nodes, *view[ip].cilium_nodes)})
+    assert doubled_rounds(lab.watcher)
+
+    code, document, stderr = lab.verify()
+    assert code == 4, (stderr, document)
+    rows = {row["ip"]: row for row in document["arp"]}
+    for ip in two_nodes:
+        assert rows[ip]["status"] == "conflict" and rows[ip]["announcer"] == "failed"
+        assert sorted(rows[ip]["nodes"]) == sorted(
+            {*view[ip].metallb_nodes, *view[ip].cilium_nodes})
+    assert "not answered by exactly one MAC" in stderr
