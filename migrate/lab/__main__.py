@@ -31,10 +31,19 @@ def load_controllers(store: Store) -> Any | None:
     """``migrate.lab.models.build_controllers(store)`` when that exists, else None."""
     try:
         models = importlib.import_module("migrate.lab.models")
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name == "migrate.lab.models":
+            return None
+        print(f"migrate.lab: controller models unavailable: {exc}", file=sys.stderr)
         return None
     build = getattr(models, "build_controllers", None)
-    return build(store) if callable(build) else None
+    if not callable(build):
+        return None
+    try:
+        return build(store)
+    except Exception as exc:  # serve the API even when a model cannot start
+        print(f"migrate.lab: controller models failed to start: {exc!r}", file=sys.stderr)
+        return None
 
 
 def run_controllers(controllers: Any, stop: threading.Event) -> None:

@@ -3,8 +3,11 @@
 Plain HTTP on 127.0.0.1 (no TLS, any bearer token accepted), one thread per connection
 (``ThreadingHTTPServer``), HTTP/1.1 keep-alive. It speaks enough of the API for the official
 ``kubernetes`` client and ``kubectl``: discovery, get/list/watch/create/update/patch/delete/
-deletecollection, status and scale subresources, selectors, pagination, dry-run, and ``Status``
-bodies for every error. ``/openapi/v2`` and ``/openapi/v3`` answer 404 (kubectl copes).
+deletecollection, status and scale subresources, selectors, pagination, dry-run, ``Table``
+output for ``kubectl get`` (CRD printer columns included), ``fieldValidation`` (Strict / Warn /
+Ignore, custom resources only) and ``Status`` bodies for every error. ``/openapi/v3`` is a
+skeleton (paths and PATCH parameters, no schemas) so that kubectl leaves field validation to
+the server; ``/openapi/v2`` answers 404.
 
 Patch types: JSON merge patch, JSON patch, strategic merge patch (built-in kinds only; 415 for
 custom resources, as the real server answers) and server-side apply. Server-side apply is

@@ -10,7 +10,6 @@ the CLI start fast.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,17 +21,21 @@ if TYPE_CHECKING:
 __all__ = ["VerifyResult", "render_tables", "run_verify"]
 
 
-@dataclass
 class VerifyResult:
-    """Everything one ``migrate verify`` run found; ``problems`` empty means all good."""
+    """Everything one ``migrate verify`` run found; ``problems`` empty means all good.
 
-    api: ApiReport | None = None
-    arp: list[AnnouncerMatch] | None = None
-    interface: str | None = None
-    failover: FailoverReport | None = None
-    not_probed: list[str] = field(default_factory=list)
-    """Plan IPs left out of the ARP probe (IPv6: ARP is IPv4 only)."""
-    problems: list[str] = field(default_factory=list)
+    (A plain class, not a dataclass: importing ``dataclasses`` would slow down the start of
+    ``python -m migrate.verify.arp``, which imports this package.)
+    """
+
+    def __init__(self, interface: str | None = None) -> None:
+        self.interface = interface
+        self.api: ApiReport | None = None
+        self.arp: list[AnnouncerMatch] | None = None
+        self.failover: FailoverReport | None = None
+        self.not_probed: list[str] = []
+        """Plan IPs left out of the ARP probe (IPv6: ARP is IPv4 only)."""
+        self.problems: list[str] = []
 
     @property
     def ok(self) -> bool:

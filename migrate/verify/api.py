@@ -23,12 +23,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, ip_address, ip_network
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from migrate.kube import Kube, KubeError
-from migrate.plan.model import Plan
 from migrate.plan.views import ingress_ips
 from migrate.verify.arp import ArpEntry, ArpReport
+
+if TYPE_CHECKING:
+    from migrate.kube import Kube
+    from migrate.plan.model import Plan
 
 Obj = dict[str, Any]
 CheckStatus = Literal["ok", "failed"]
@@ -106,6 +108,8 @@ def _condition(obj: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | 
 def _list_or_empty(kube: Kube, api_version: str, kind: str,
                    namespace: str | None = None) -> list[Obj]:
     """Every object of a kind; empty when the API does not serve the kind (CRD absent)."""
+    from migrate.kube import KubeError
+
     try:
         return kube.list(api_version, kind, namespace=namespace)
     except KubeError as error:
@@ -212,11 +216,19 @@ def _pool_checks(pools: Sequence[Obj]) -> list[Check]:
 
 def _lbipam_checks(plan: Plan, services: Mapping[str, Obj], pools: Sequence[Obj]) -> list[Check]:
     """No Service refused by LB-IPAM, and every planned IP imported by a healthy pool [C1.3]."""
+    def healthy(pool: Obj) -> bool:
+        conflict = _condition(pool, POOL_CONFLICT)
+        return not (pool.get("spec") or {}).get("disabled") and not (
+            conflict is not None and conflict.get("status") == "True")
+
     planned_in_pool: dict[str, set[str]] = {}
     pool_of_ip: dict[str, Obj | None] = {}
     for ips in plan.expected_ips.values():
         for ip in ips:
-            holder = next((p for p in sorted(pools, key=_name) if _pool_contains(p, ip)), None)
+            # A conflicting pool's ranges are disabled; the older pool holds the IP [C1].
+            holding = sorted((p for p in pools if _pool_contains(p, ip)),
+                             key=lambda p: (not healthy(p), _name(p)))
+            holder = holding[0] if holding else None
             pool_of_ip[ip] = holder
             if holder is not None:
                 planned_in_pool.setdefault(_name(holder), set()).add(ip)

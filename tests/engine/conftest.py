@@ -17,7 +17,6 @@ from migrate.kube import Kube, RetryPolicy
 from migrate.lab.models import Controllers, build_controllers
 from migrate.lab.server import LabServer
 from migrate.lab.store import Clock, Store
-from migrate.lab.workloads import DeploymentStatus
 from tests.conftest import TESTDATA
 
 CLUSTERS = TESTDATA / "clusters"
@@ -80,7 +79,6 @@ def cluster_factory(tmp_path: Path) -> Iterator[ClusterFactory]:
         scenario = CLUSTERS / name
         store, skipped = Store.from_snapshot([scenario], Clock.real())
         assert not skipped, skipped
-        DeploymentStatus(store)
         controllers = build_controllers(store)
         controllers.run_until_idle()
         server = LabServer(store).start()

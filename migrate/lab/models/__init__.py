@@ -224,6 +224,7 @@ def build_controllers(
     metallb_namespace: str = DEFAULT_NAMESPACE,
     cilium_namespace: str = "kube-system",
     metallb_lb_class: str | None = None,
+    deployment_status: bool = True,
 ) -> Controllers:
     """Start the models (each switchable) over ``store`` from its current state.
 
@@ -231,6 +232,12 @@ def build_controllers(
     LB-IPAM imports them if pools exist); later writes are processed by
     :meth:`Controllers.run_until_idle` or :meth:`Controllers.advance`.
     """
+    if deployment_status:
+        # Deployment status follows spec, as the controller manager would report it once the
+        # pods start or stop; migrate waits on it after scaling workloads.
+        from migrate.lab.workloads import DeploymentStatus
+
+        DeploymentStatus(store)
     return Controllers(
         store, metallb_namespace=metallb_namespace, cilium_namespace=cilium_namespace,
         metallb_lb_class=metallb_lb_class, metallb_controller=metallb_controller,
