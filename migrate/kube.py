@@ -82,6 +82,10 @@ _KINDS = [
     Resource("cilium.io/v2alpha1", "CiliumL2AnnouncementPolicy",
              "ciliuml2announcementpolicies", False),
     Resource("cilium.io/v2", "CiliumNode", "ciliumnodes", False),
+    # GitOps owners preflight looks for (read when their CRDs are installed).
+    Resource("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "kustomizations", True),
+    Resource("helm.toolkit.fluxcd.io/v2", "HelmRelease", "helmreleases", True),
+    Resource("argoproj.io/v1alpha1", "Application", "applications", True),
 ]
 RESOURCES: dict[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in _KINDS}
 

@@ -75,6 +75,17 @@ def read_live(kube: Kube, *, metallb_namespace: str | None = None,
             config.setdefault("kind", "ConfigMap")
             objects.append(config)
     objects.extend(kube.list("coordination.k8s.io/v1", "Lease", namespace=cilium_namespace))
+    # kube-proxy may run as static pods rather than a DaemonSet [C5]; Cilium's agents tell
+    # which nodes run Cilium.
+    for selector in ("component=kube-proxy", "k8s-app=kube-proxy", "k8s-app=cilium"):
+        objects.extend(kube.list("v1", "Pod", namespace=cilium_namespace,
+                                 label_selector=selector))
+    for api_version, kind in (("kustomize.toolkit.fluxcd.io/v1", "Kustomization"),
+                              ("helm.toolkit.fluxcd.io/v2", "HelmRelease"),
+                              ("argoproj.io/v1alpha1", "Application")):
+        objects.extend(_absent_ok(
+            lambda v=api_version, k=kind: kube.list(v, k)  # type: ignore[misc]
+        ))
     objects.extend(_absent_ok(lambda: kube.list(
         "admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration")))
     pool_versions = [

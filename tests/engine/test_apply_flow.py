@@ -35,9 +35,27 @@ def test_every_stage_in_order_keeps_every_ip(cluster_factory: ClusterFactory,
     # end state: Cilium pools present and healthy, MetalLB advertisements gone, controller at 0
     pools = cluster.store.list("cilium.io", "CiliumLoadBalancerIPPool")
     assert {p["metadata"]["name"] for p in pools} == {
-        p["metadata"]["name"] for p in plan.stages[3].actions[0:0]} | {
         a.target.name for a in plan.stages[3].actions if a.verb == "create"}
+    for pool in pools:  # healthy: no conflict, and LB-IPAM took over its pinned IPs
+        conditions = {c["type"]: c for c in pool["status"]["conditions"]}
+        assert conditions["cilium.io/PoolConflict"]["status"] == "False"
+        used = int(conditions["cilium.io/IPsUsed"]["message"])
+        assert used >= plan.context["poolIPs"].get(pool["metadata"]["name"], 0)
+    assert {p["metadata"]["name"] for p in
+            cluster.store.list("cilium.io", "CiliumL2AnnouncementPolicy")} == {
+        a.target.name for a in plan.stages[4].actions if a.verb == "create"}
     assert not cluster.store.list("metallb.io", "L2Advertisement")
+    bgp_pools = {name for ad in cluster.store.list("metallb.io", "BGPAdvertisement")
+                 for name in ad["spec"].get("ipAddressPools", [])}
+    assert {p["metadata"]["name"] for p in cluster.store.list("metallb.io", "IPAddressPool")} \
+        == bgp_pools
+    for pin in (a for a in plan.stages[1].actions if a.verb == "patch"):
+        service = services[f"{pin.target.namespace}/{pin.target.name}"]
+        annotations = service["metadata"].get("annotations") or {}
+        assert "lbipam.cilium.io/ips" in annotations, pin.target.key
+        assert not any(k.startswith(("metallb.io/", "metallb.universe.tf/"))
+                       for k in annotations if "ip-allocated" not in k) or (
+            service["metadata"]["labels"].get("lbmigrate.io/pool") in bgp_pools)
     controller = plan.context["metallbController"]
     deployment = cluster.store.get("apps", "Deployment", controller["name"],
                                    controller["namespace"])
