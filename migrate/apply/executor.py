@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.apply.lock import MigrationLock
+from migrate.apply.lock import held_lock
 from migrate.apply.state import (
     MigrationState,
     StageRecord,
@@ -235,7 +235,6 @@ def apply_stage(kube: Kube, plan: Plan, selector: str | int, *,
                 options: ApplyOptions | None = None,
                 reporter: Reporter | None = None) -> StageResult:
     """Apply one stage of a plan to the cluster (see the module docstring for the order)."""
-    from migrate.apply.rollback import restore_webhook_bypass
     from migrate.apply.waits import SilentReporter
 
     options = options or ApplyOptions()
@@ -246,55 +245,56 @@ def apply_stage(kube: Kube, plan: Plan, selector: str | int, *,
         raise BlockedError("the plan has ERROR findings and cannot be applied: "
                            + "; ".join(errors))
     store = StateStore(kube, options.state_namespace)
-    lock = None if options.dry_run else MigrationLock(
-        kube, options.state_namespace, duration=options.lock_duration)
-    if lock is not None:
-        lock.acquire()
-    try:
-        state = store.load()
-        if state.webhook_bypass and not options.dry_run:
-            restore_webhook_bypass(kube, store, state, reporter)
-        if state.plan_digest and state.plan_digest != plan.digest() and state.stages:
-            raise BlockedError(
-                "this cluster is being migrated with another plan (recorded digest"
-                f" {state.plan_digest}); use that plan, or roll back first"
-            )
-        record = state.record(stage.name)
-        if record is not None and record.status == "applied":
-            return StageResult(stage.name, "already-applied",
-                               notes=[f"applied {record.applied_at} by {record.started_by}"])
-        _check_order(plan, stage, state)
-        resuming = record is not None
-        current = prefetch(kube, stage.actions)
-        problems = stale_objects(kube, plan, stage, resuming=resuming, current_objects=current)
-        if problems:
-            raise BlockedError(
-                "the plan is stale (the cluster changed after it was made); run migrate plan"
-                " again:\n  - " + "\n  - ".join(problems)
-            )
-        if options.dry_run:
-            writes = run_actions(kube, plan, stage.actions, options=options, reporter=reporter,
-                                 known=current)
-            return StageResult(stage.name, "dry-run", writes=writes)
-        if record is None:
-            parts = store.write_backup(stage.name, _backup_payload(stage, current))
-            record = StageRecord(stage.name, "in-progress", now_rfc3339(),
-                                 operator_identity(), backup_parts=parts)
-            state.stages.append(record)
-            state.plan_digest = plan.digest()
-            state.plan_fingerprint = plan.fingerprint
-            state.history.append({"at": record.started_at, "by": record.started_by,
-                                  "event": f"started {stage.name}"})
-            store.save(state)
+    with held_lock(kube, options.state_namespace, enabled=not options.dry_run,
+                   duration=options.lock_duration):
+        return _apply_locked(kube, plan, stage, store, options, reporter)
+
+
+def _apply_locked(kube: Kube, plan: Plan, stage: Stage, store: StateStore,
+                  options: ApplyOptions, reporter: Reporter) -> StageResult:
+    from migrate.apply.rollback import restore_webhook_bypass
+
+    state = store.load()
+    if state.webhook_bypass and not options.dry_run:
+        restore_webhook_bypass(kube, store, state, reporter)
+    if state.plan_digest and state.plan_digest != plan.digest() and state.stages:
+        raise BlockedError(
+            "this cluster is being migrated with another plan (recorded digest"
+            f" {state.plan_digest}); use that plan, or roll back first"
+        )
+    record = state.record(stage.name)
+    if record is not None and record.status == "applied":
+        return StageResult(stage.name, "already-applied",
+                           notes=[f"applied {record.applied_at} by {record.started_by}"])
+    _check_order(plan, stage, state)
+    resuming = record is not None
+    current = prefetch(kube, stage.actions)
+    problems = stale_objects(kube, plan, stage, resuming=resuming, current_objects=current)
+    if problems:
+        raise BlockedError(
+            "the plan is stale (the cluster changed after it was made); run migrate plan"
+            " again:\n  - " + "\n  - ".join(problems)
+        )
+    if options.dry_run:
         writes = run_actions(kube, plan, stage.actions, options=options, reporter=reporter,
                              known=current)
-        check_i1(kube, plan)
-        record.status = "applied"
-        record.applied_at = now_rfc3339()
-        state.history.append({"at": record.applied_at, "by": operator_identity(),
-                              "event": f"applied {stage.name}"})
+        return StageResult(stage.name, "dry-run", writes=writes)
+    if record is None:
+        parts = store.write_backup(stage.name, _backup_payload(stage, current))
+        record = StageRecord(stage.name, "in-progress", now_rfc3339(),
+                             operator_identity(), backup_parts=parts)
+        state.stages.append(record)
+        state.plan_digest = plan.digest()
+        state.plan_fingerprint = plan.fingerprint
+        state.history.append({"at": record.started_at, "by": record.started_by,
+                              "event": f"started {stage.name}"})
         store.save(state)
-        return StageResult(stage.name, "applied", writes=writes)
-    finally:
-        if lock is not None:
-            lock.release()
+    writes = run_actions(kube, plan, stage.actions, options=options, reporter=reporter,
+                         known=current)
+    check_i1(kube, plan)
+    record.status = "applied"
+    record.applied_at = now_rfc3339()
+    state.history.append({"at": record.applied_at, "by": operator_identity(),
+                          "event": f"applied {stage.name}"})
+    store.save(state)
+    return StageResult(stage.name, "applied", writes=writes)

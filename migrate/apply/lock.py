@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import threading
+from collections.abc import Iterator
 from types import TracebackType
 
 from migrate.apply.state import STATE_LABELS, now_rfc3339, operator_identity
@@ -115,3 +116,14 @@ class MigrationLock:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def held_lock(kube: Kube, namespace: str, *, enabled: bool, duration: int) -> Iterator[None]:
+    """Hold the migration lock inside the block (no lock at all when ``enabled`` is False,
+    as for a dry run, which writes nothing)."""
+    if not enabled:
+        yield
+        return
+    with MigrationLock(kube, namespace, duration=duration):
+        yield

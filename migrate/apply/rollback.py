@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.apply.executor import ApplyOptions
-from migrate.apply.lock import MigrationLock
+from migrate.apply.lock import held_lock
 from migrate.apply.state import MigrationState, StateStore, now_rfc3339, operator_identity
 from migrate.apply.waits import Reporter, SilentReporter, check_i1, replicas_check, wait_until
 from migrate.errors import BlockedError
@@ -253,45 +253,44 @@ def rollback(kube: Kube, plan: Plan, *, to: str | int | None = None,
     reporter = reporter or SilentReporter()
     store = StateStore(kube, options.state_namespace)
     floor = plan.stage(to).number if to is not None else 0
-    lock = None if options.dry_run else MigrationLock(kube, options.state_namespace,
-                                                      duration=options.lock_duration)
-    if lock is not None:
-        lock.acquire()
-    try:
-        state = store.load()
-        if state.webhook_bypass and not options.dry_run:
-            restore_webhook_bypass(kube, store, state, reporter)
-        if state.plan_digest and state.plan_digest != plan.digest():
-            raise BlockedError(
-                f"the cluster was migrated with another plan (digest {state.plan_digest});"
-                " roll back with that plan"
-            )
-        order = {name: index for index, name in enumerate(STAGE_NAMES)}
-        todo = sorted((r for r in state.stages if order.get(r.name, 0) > floor),
-                      key=lambda r: order.get(r.name, 0), reverse=True)
-        result = RollbackResult(dry_run=options.dry_run)
-        undo = _Undo(kube, plan, store, state, options, reporter)
-        for record in todo:
-            backup = store.read_backup(record.backup_parts)
-            reporter.event(f"undo {record.name}")
-            undo.undo(record.name, backup)
-            result.undone.append(record.name)
-            if options.dry_run:
-                continue
-            check_i1(kube, plan)
-            store.delete_backup(record.backup_parts)
-            state.stages.remove(record)
-            state.history.append({"at": now_rfc3339(), "by": operator_identity(),
-                                  "event": f"rolled back {record.name}"})
-            store.save(state)
-        if not options.dry_run and not any(r.name != "preflight" for r in state.stages):
-            try:
-                store.delete()
-            except KubeError as error:
-                if error.status != 404:
-                    raise
-        result.steps = undo.steps
-        return result
-    finally:
-        if lock is not None:
-            lock.release()
+    with held_lock(kube, options.state_namespace, enabled=not options.dry_run,
+                   duration=options.lock_duration):
+        return _rollback_locked(kube, plan, floor, store, options, reporter)
+
+
+def _rollback_locked(kube: Kube, plan: Plan, floor: int, store: StateStore,
+                     options: ApplyOptions, reporter: Reporter) -> RollbackResult:
+    state = store.load()
+    if state.webhook_bypass and not options.dry_run:
+        restore_webhook_bypass(kube, store, state, reporter)
+    if state.plan_digest and state.plan_digest != plan.digest():
+        raise BlockedError(
+            f"the cluster was migrated with another plan (digest {state.plan_digest});"
+            " roll back with that plan"
+        )
+    order = {name: index for index, name in enumerate(STAGE_NAMES)}
+    todo = sorted((r for r in state.stages if order.get(r.name, 0) > floor),
+                  key=lambda r: order.get(r.name, 0), reverse=True)
+    result = RollbackResult(dry_run=options.dry_run)
+    undo = _Undo(kube, plan, store, state, options, reporter)
+    for record in todo:
+        backup = store.read_backup(record.backup_parts)
+        reporter.event(f"undo {record.name}")
+        undo.undo(record.name, backup)
+        result.undone.append(record.name)
+        if options.dry_run:
+            continue
+        check_i1(kube, plan)
+        store.delete_backup(record.backup_parts)
+        state.stages.remove(record)
+        state.history.append({"at": now_rfc3339(), "by": operator_identity(),
+                              "event": f"rolled back {record.name}"})
+        store.save(state)
+    if not options.dry_run and not any(r.name != "preflight" for r in state.stages):
+        try:
+            store.delete()
+        except KubeError as error:
+            if error.status != 404:
+                raise
+    result.steps = undo.steps
+    return result

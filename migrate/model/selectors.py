@@ -54,12 +54,14 @@ def matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bo
     if not selector:
         return True
     for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
+        if labels.get(str(key)) != str(value):
             return False
     for expr in selector.get("matchExpressions") or []:
-        key, operator = expr["key"], expr["operator"]
-        values = expr.get("values") or []
+        key, operator = str(expr.get("key", "")), expr.get("operator")
+        values = [str(v) for v in expr.get("values") or []]
         present = key in labels
+        if operator not in OPERATORS:  # the API server's selector conversion would fail
+            return False
         if operator == "In" and not (present and labels[key] in values):
             return False
         if operator == "NotIn" and present and labels[key] in values:

@@ -10,6 +10,8 @@ at (the stages recorded by ``migrate apply``):
   non-conflicting pool whose ``cilium.io/IPsUsed`` count covers the plan's IPs in it. LB-IPAM
   writes no ``IPAMRequestSatisfied`` for IPs it imports, only from ``satisfyService``, so
   True cannot be required [C1.3][C1.4];
+- before ``l2-cutover``: no Service MetalLB announces (ServiceL2Status [M5]) also has a
+  Cilium lease holder, which would answer ARP too (I2) [C2];
 - once ``l2-cutover`` is applied: a lease ``cilium-l2announce-<ns>-<name>`` held by a node
   the policies select for every announced Service [C2], and no MetalLB L2Advertisement left.
 
@@ -301,6 +303,27 @@ def _advertisement_checks(advertisements: Sequence[Obj]) -> list[Check]:
             for ad in sorted(advertisements, key=_key)]
 
 
+def _one_announcer_checks(plan: Plan, speakers: Mapping[str, str],
+                          leases: Mapping[str, Obj]) -> list[Check]:
+    """Before cutover MetalLB announces; a Cilium lease holder for the same Service would be a
+    second announcer (I2) [C2: Cilium announces any LB IP in status, MetalLB's included]."""
+    checks = []
+    for key in sorted(plan.expected_ips):
+        speaker = speakers.get(key)
+        if speaker is None:
+            continue
+        lease = leases.get(lease_name(key))
+        holder = str(((lease or {}).get("spec") or {}).get("holderIdentity") or "")
+        if holder:
+            checks.append(Check("one-announcer", f"Service {key}", False,
+                                f"announced by MetalLB ({speaker}) and by Cilium ({holder})"
+                                " at once"))
+        else:
+            checks.append(Check("one-announcer", f"Service {key}", True,
+                                f"announced by MetalLB ({speaker}) only"))
+    return checks
+
+
 def _announcers(plan: Plan, by_service: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
     """IP → the nodes that should answer for it, from per-Service announcers."""
     out: dict[str, dict[str, None]] = {}
@@ -347,7 +370,11 @@ def verify_api(kube: Kube, plan: Plan, *, state_namespace: str = STATE_NAMESPACE
             kube, "metallb.io/v1beta1", "L2Advertisement", plan.metallb_namespace))
         announcers = _announcers(plan, holders)
     else:
-        announcers = _announcers(plan, metallb_announcers(kube, plan.metallb_namespace))
+        speakers = metallb_announcers(kube, plan.metallb_namespace)
+        leases = {_name(lease): lease for lease in _list_or_empty(
+            kube, "coordination.k8s.io/v1", "Lease", plan.cilium_namespace)}
+        checks += _one_announcer_checks(plan, speakers, leases)
+        announcers = _announcers(plan, speakers)
     return ApiReport(tuple(checks), phase, announcers, applied)
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrate.lab.store import ApiError, Store, split_api_version
+from migrate.model.addresses import AddressRange
+from migrate.model.selectors import matches
 
 Obj = dict[str, Any]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -128,29 +130,7 @@ def selector_matches(selector: Obj | None, labels: Mapping[str, str]) -> bool:
     ``None`` and ``{}`` match everything (callers decide what an absent selector means). An
     unknown operator matches nothing, as LabelSelectorAsSelector would fail.
     """
-    if not selector:
-        return True
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(str(key)) != str(value):
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        key = str(expr.get("key", ""))
-        operator = str(expr.get("operator", ""))
-        values = [str(v) for v in expr.get("values") or []]
-        present = key in labels
-        if operator == "In":
-            ok = present and labels[key] in values
-        elif operator == "NotIn":
-            ok = not present or labels[key] not in values
-        elif operator == "Exists":
-            ok = present
-        elif operator == "DoesNotExist":
-            ok = not present
-        else:
-            return False
-        if not ok:
-            return False
-    return True
+    return matches(selector, labels)
 
 
 def any_selector_matches(selectors: Iterable[Obj], labels: Mapping[str, str]) -> bool:
@@ -162,34 +142,13 @@ def any_selector_matches(selectors: Iterable[Obj], labels: Mapping[str, str]) ->
 # --------------------------------------------------------------------------- addresses
 
 
-@dataclass(frozen=True)
-class IPRange:
-    """An inclusive address range of one family."""
-
-    first: IPAddress
-    last: IPAddress
-
-    @property
-    def version(self) -> int:
-        """4 or 6."""
-        return self.first.version
-
-    @property
-    def size(self) -> int:
-        """Number of addresses."""
-        return int(self.last) - int(self.first) + 1
+@dataclass(frozen=True, order=True)
+class IPRange(AddressRange):
+    """An inclusive address range of one family (the project's AddressRange, plus helpers)."""
 
     def contains(self, ip: IPAddress) -> bool:
         """Whether ``ip`` lies inside the range."""
-        return ip.version == self.version and int(self.first) <= int(ip) <= int(self.last)
-
-    def overlaps(self, other: IPRange) -> bool:
-        """Whether the two ranges share an address."""
-        return (
-            self.version == other.version
-            and int(self.first) <= int(other.last)
-            and int(other.first) <= int(self.last)
-        )
+        return ip in self
 
     def address(self, offset: int) -> IPAddress:
         """The address ``offset`` places after ``first``."""
