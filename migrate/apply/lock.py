@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import secrets
 import threading
 from collections.abc import Iterator
 from types import TracebackType
@@ -48,7 +49,8 @@ class MigrationLock:
         self.kube = kube
         self.namespace = namespace
         self.duration = duration
-        self.identity = identity or operator_identity()
+        # Each run is its own holder, even two in one process.
+        self.identity = identity or f"{operator_identity()} run {secrets.token_hex(3)}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.renew_error: Exception | None = None

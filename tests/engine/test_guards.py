@@ -116,3 +116,30 @@ def test_large_backups_are_split_across_configmaps(cluster_factory: ClusterFacto
     parts = store.write_backup("pin", payload)
     assert len(parts) > 1
     assert store.read_backup(parts) == payload
+
+
+def test_two_concurrent_applies_one_is_refused(cluster_factory: ClusterFactory) -> None:
+    import threading
+
+    cluster = cluster_factory("guide-single-pool")
+    plan = make_plan(read_live(cluster.kube))
+    # Slow down the backup write so that both runs overlap for sure.
+    from migrate.lab.faults import FaultRule
+
+    cluster.server.faults.add(FaultRule(verb="create", resource="configmaps", delay=0.5))
+    outcomes: list[str] = []
+
+    def run() -> None:
+        try:
+            outcomes.append(apply_stage(cluster.kube, plan, "pin",
+                                        options=fast_options()).outcome)
+        except BlockedError as error:
+            outcomes.append(f"refused: {error}")
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(o.split(":")[0] for o in outcomes) == ["applied", "refused"], outcomes
+    assert any("holds the lock" in o or "same moment" in o for o in outcomes)
