@@ -15,7 +15,7 @@ CASES: dict[str, list[str]] = yaml.safe_load((TESTDATA / "invalid-cases.yaml").r
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_invalid_input_is_refused_clearly(name: str) -> None:
-    result = run_cli("convert", "-f", str(TESTDATA / "invalid" / name))
+    result = run_cli("convert", "-f", str(TESTDATA / "convert" / name / "input.yaml"))
     assert result.exit_code == 1
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
@@ -23,9 +23,9 @@ def test_invalid_input_is_refused_clearly(name: str) -> None:
         assert fragment in result.stderr, f"{fragment!r} missing from: {result.stderr}"
 
 
-def test_every_invalid_file_has_a_case() -> None:
-    files = {p.name for p in (TESTDATA / "invalid").glob("*.yaml")}
-    assert files == set(CASES)
+def test_every_invalid_scenario_has_a_case() -> None:
+    folders = {p.name for p in (TESTDATA / "convert").glob("invalid-*")}
+    assert folders == set(CASES)
 
 
 def test_nothing_metallb_related_is_an_error(tmp_path: Path) -> None:
@@ -44,7 +44,8 @@ def test_missing_path_is_named(tmp_path: Path) -> None:
 
 
 def test_debug_shows_the_traceback() -> None:
-    result = run_cli("--debug", "convert", "-f", str(TESTDATA / "invalid" / "bare-ip.yaml"))
+    result = run_cli("--debug", "convert", "-f",
+                     str(TESTDATA / "convert" / "invalid-bare-ip" / "input.yaml"))
     assert result.exit_code == 1
     assert "Traceback" in result.stderr
 

@@ -1,6 +1,9 @@
-"""Golden tests: every scenario under testdata/convert translates to its reviewed output.
+"""Golden tests: every scenario under testdata/convert gives its reviewed output.
 
-Set MIGRATE_UPDATE_GOLDEN=1 to rewrite the expected files, then review the diff by eye.
+A scenario that translates has ``expected.yaml`` (stdout) and ``findings.yaml`` (exit code and
+findings); an invalid one (``invalid-*``) has ``error.txt``, the one-line error on stderr, with
+the repository's path written as ``<repo>``. Set MIGRATE_UPDATE_GOLDEN=1 to rewrite the
+expected files, then review the diff by eye.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ def _args(case: Path) -> list[str]:
 @pytest.mark.parametrize("case", SCENARIOS, ids=[p.name for p in SCENARIOS])
 def test_convert_matches_golden(case: Path) -> None:
     yaml_run = run_cli("convert", "-f", str(case / "input.yaml"), *_args(case))
+    if case.name.startswith("invalid-"):
+        assert yaml_run.exit_code == 1
+        assert yaml_run.stdout == ""
+        error = yaml_run.stderr.replace(str(TESTDATA.parent), "<repo>")
+        if UPDATE:
+            (case / "error.txt").write_text(error)
+        assert error == (case / "error.txt").read_text()
+        return
     json_run = run_cli("convert", "-f", str(case / "input.yaml"), "-o", "json", *_args(case))
     findings = json.loads(json_run.stdout)["findings"]
     for finding in findings:
@@ -45,4 +56,4 @@ def test_convert_matches_golden(case: Path) -> None:
 
 
 def test_there_are_enough_scenarios() -> None:
-    assert len(SCENARIOS) >= 12
+    assert len([c for c in SCENARIOS if not c.name.startswith("invalid-")]) >= 12
