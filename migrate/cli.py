@@ -378,9 +378,12 @@ def plan(from_paths: tuple[str, ...], kubeconfig: str | None, kube_context: str 
 @click.option("--dry-run", is_flag=True, help="Send every write with the server's dry run.")
 @click.option("--timeout-scale", type=float, default=1.0, show_default=True,
               help="Multiply every wait's timeout.")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Service patches in flight at once.")
 @_cluster_options
 def apply(plan_path: str, stage: str, yes: bool, dry_run: bool, timeout_scale: float,
-          kubeconfig: str | None, kube_context: str | None, state_namespace: str) -> None:
+          concurrency: int, kubeconfig: str | None, kube_context: str | None,
+          state_namespace: str) -> None:
     """Carry out one stage of a saved plan, then check every Service kept its IPs."""
     from migrate.apply.executor import ApplyOptions, apply_stage
     from migrate.apply.waits import WaitOptions
@@ -397,7 +400,8 @@ def apply(plan_path: str, stage: str, yes: bool, dry_run: bool, timeout_scale: f
         click.confirm(f"Apply stage {chosen.number} ({chosen.name})?", abort=True, err=True)
     kube = _kube(kubeconfig, kube_context)
     options = ApplyOptions(dry_run=dry_run, state_namespace=state_namespace,
-                           waits=WaitOptions(timeout_scale=timeout_scale))
+                           waits=WaitOptions(timeout_scale=timeout_scale),
+                           concurrency=concurrency)
     click.echo(f"Stage {chosen.number}: {chosen.name}", err=True)
     result = apply_stage(kube, loaded, chosen.name, options=options,
                          reporter=_ConsoleReporter())
