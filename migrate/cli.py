@@ -170,7 +170,7 @@ def preflight(
     Talos patch or commands to apply. Exits 3 while an ERROR remains.
     """
     from migrate.preflight import run_preflight
-    from migrate.preflight.output import preflight_json, preflight_table
+    from migrate.render import preflight_json, preflight_table
 
     if from_paths:
         from migrate.sources.snapshot import read_snapshot
