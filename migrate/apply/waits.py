@@ -1,5 +1,11 @@
 """Waiting for what a stage needs (workloads scaled, LB-IPAM satisfied, leases held), and the
-invariant I1 (no Service IP changes) checked all along."""
+invariant I1 (no Service IP changes) checked all along.
+
+Waits poll (a paginated LIST every ``poll`` seconds) rather than watch: they last seconds, each
+look re-checks every Service's IPs anyway (I1), and a poll survives a dropped connection or a
+restarted API server with no resourceVersion bookkeeping. The lab serves watch for the kinds
+involved should a later version want it.
+"""
 
 from __future__ import annotations
 
