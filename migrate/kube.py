@@ -76,6 +76,7 @@ _KINDS = [
     Resource("metallb.io/v1beta1", "BFDProfile", "bfdprofiles", True),
     Resource("metallb.io/v1beta1", "Community", "communities", True),
     Resource("metallb.io/v1beta1", "ServiceL2Status", "servicel2statuses", True),
+    Resource("metallb.io/v1beta1", "AddressPool", "addresspools", True),  # 0.13 to 0.14.2
     Resource("cilium.io/v2", "CiliumLoadBalancerIPPool", "ciliumloadbalancerippools", False),
     Resource("cilium.io/v2alpha1", "CiliumLoadBalancerIPPool", "ciliumloadbalancerippools",
              False),

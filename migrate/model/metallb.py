@@ -181,6 +181,9 @@ class L2Advertisement:
     interfaces: tuple[str, ...]
     service_selectors: tuple[dict[str, Any], ...]
     has_preferred_node_selectors: bool = False
+    implied: bool = False
+    """True when no object exists: announced by a legacy pool's ``protocol`` (ConfigMap,
+    AddressPool) [M7]."""
 
     @property
     def name(self) -> str:

@@ -255,39 +255,41 @@ class _Builder:
 
     def cutover(self) -> Stage:
         actions: list[Action] = []
-        legacy = bool(self.snapshot.legacy_sources) and not any(
-            d.body.get("kind") == "L2Advertisement" for d in self.snapshot.documents
-        )
-        if legacy:
+        # Advertisements that exist as objects are deleted; those a legacy configuration
+        # implies (ConfigMap, AddressPool protocol) have no object, so MetalLB's speakers are
+        # parked on no node instead [M7][M8].
+        for ad in self.snapshot.l2_advertisements:
+            if ad.implied:
+                continue
+            body = next(d.body for d in self.snapshot.documents
+                        if d.body.get("kind") == "L2Advertisement"
+                        and d.body["metadata"]["name"] == ad.name)
+            obj = creatable(body)
+            obj["metadata"]["namespace"] = ad.ref.namespace
+            actions.append(Action(
+                "delete", Target("metallb.io/v1beta1", "L2Advertisement", ad.name,
+                                 ad.ref.namespace),
+                "MetalLB's speakers stop answering ARP for its pools", before=view(obj),
+                body=obj,
+            ))
+        if any(ad.implied for ad in self.snapshot.l2_advertisements):
             speaker = metallb_speaker(self.snapshot)
             if speaker is None:
                 self.error("metallb-speaker-missing", "DaemonSet speaker", "MetalLB's speaker"
-                           " DaemonSet was not found; with the legacy ConfigMap the speakers are"
-                           " stopped by pausing the DaemonSet.")
+                           " DaemonSet was not found; a legacy configuration announces with no"
+                           " L2Advertisement, so the speakers are stopped by parking the"
+                           " DaemonSet.")
             else:
                 before = view(speaker)
                 assert before is not None
                 after = copy.deepcopy(before)
                 after["spec"]["template"]["spec"]["nodeSelector"][SPEAKER_PAUSE_LABEL] = "true"
                 actions.append(Action(
-                    "patch", _target(speaker), "stop MetalLB's speakers (legacy ConfigMap: no"
-                    " L2Advertisement to delete): schedule them on no node",
+                    "patch", _target(speaker), "stop MetalLB's speakers (a legacy"
+                    " configuration has no L2Advertisement to delete): schedule them on no node",
                     before=before, after=after,
                     patch={"spec": {"template": {"spec": {"nodeSelector": {
                         SPEAKER_PAUSE_LABEL: "true"}}}}},
-                ))
-        else:
-            for ad in self.snapshot.l2_advertisements:
-                body = next(d.body for d in self.snapshot.documents
-                            if d.body.get("kind") == "L2Advertisement"
-                            and d.body["metadata"]["name"] == ad.name)
-                obj = creatable(body)
-                obj["metadata"]["namespace"] = ad.ref.namespace
-                actions.append(Action(
-                    "delete", Target("metallb.io/v1beta1", "L2Advertisement", ad.name,
-                                     ad.ref.namespace),
-                    "MetalLB's speakers stop answering ARP for its pools", before=view(obj),
-                    body=obj,
                 ))
         existing = {
             (b.get("metadata") or {}).get("name"): b

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -212,6 +213,7 @@ def build_snapshot(
 ) -> ClusterSnapshot:
     """Classify and validate documents into a ClusterSnapshot (raises InputError)."""
     metallb_docs: list[tuple[SourceDocument, str]] = []
+    implied: set[int] = set()  # ids of objects converted from a legacy configuration
     others: list[SourceDocument] = []
     services: list[Service] = []
     nodes: list[Node] = []
@@ -226,9 +228,9 @@ def build_snapshot(
             objects, origin = converted
             legacy_sources.append(origin)
             for obj in objects:
-                metallb_docs.append(
-                    (SourceDocument(obj.origin, obj.body), obj.body["apiVersion"].split("/")[1])
-                )
+                converted_doc = SourceDocument(obj.origin, obj.body)
+                implied.add(id(converted_doc))
+                metallb_docs.append((converted_doc, obj.body["apiVersion"].split("/")[1]))
             others.append(doc)
             continue
         kind, api_version = doc.body.get("kind"), doc.body.get("apiVersion")
@@ -251,7 +253,7 @@ def build_snapshot(
     )
     seen: dict[tuple[str, str], ObjectRef] = {}
     for doc, version in metallb_docs:
-        _add_metallb(snapshot, doc, version, seen)
+        _add_metallb(snapshot, doc, version, seen, implied=id(doc) in implied)
     _check_overlaps(snapshot.pools)
     _check_services(snapshot)
     _check_references(snapshot)
@@ -263,6 +265,8 @@ def _add_metallb(
     doc: SourceDocument,
     version: str,
     seen: dict[tuple[str, str], ObjectRef],
+    *,
+    implied: bool = False,
 ) -> None:
     kind = str(doc.body["kind"])
     if kind in mlb.STATUS_KINDS:
@@ -296,16 +300,12 @@ def _add_metallb(
         if legacy_name:
             snapshot.pool_aliases[str(legacy_name)] = pool.name
         if kind == "AddressPool":
-            snapshot.findings.append(Finding(
-                Severity.WARNING, "legacy-addresspool", str(ref), "kind",
-                "AddressPool was removed in MetalLB 0.14.3; it is translated like an"
-                " IPAddressPool" + (
-                    " with its protocol" if pool.legacy_protocol else ""
-                ) + ".",
-                ref.origin,
-            ))
+            _implied_advertisement(snapshot, pool)
     elif kind == "L2Advertisement":
-        snapshot.l2_advertisements.append(mlb.parse_l2advertisement(ref, doc.body))
+        advertisement = mlb.parse_l2advertisement(ref, doc.body)
+        if implied:
+            advertisement = dataclasses.replace(advertisement, implied=True)
+        snapshot.l2_advertisements.append(advertisement)
     elif kind == "BGPAdvertisement":
         snapshot.bgp_advertisements.append(mlb.parse_bgpadvertisement(ref, doc.body))
     elif kind == "BGPPeer":
@@ -320,6 +320,31 @@ def _add_metallb(
         snapshot.bfd_profiles.append(mlb.NamedOnly(ref))
     elif kind == "Community":
         snapshot.communities.append(mlb.NamedOnly(ref))
+
+
+def _implied_advertisement(snapshot: ClusterSnapshot, pool: mlb.IPAddressPool) -> None:
+    """A legacy AddressPool (MetalLB 0.13-0.14.2) announces by its ``protocol``, with no
+    advertisement object: record the advertisement it implies, marked as implied [M1][M7]."""
+    protocol = pool.legacy_protocol
+    ref = pool.ref
+    implied = ObjectRef(
+        "L2Advertisement" if protocol == "layer2" else "BGPAdvertisement", ref.namespace,
+        f"{pool.name}-{protocol}", f"{ref.origin} (implied by {ref} protocol {protocol})",
+    )
+    if protocol == "layer2":
+        snapshot.l2_advertisements.append(mlb.L2Advertisement(
+            ref=implied, pool_names=(pool.name,), pool_selectors=(), node_selectors=(),
+            interfaces=(), service_selectors=(), implied=True))
+    elif protocol == "bgp":
+        snapshot.bgp_advertisements.append(mlb.BGPAdvertisement(
+            ref=implied, pool_names=(pool.name,), pool_selectors=(), peers=()))
+    snapshot.findings.append(Finding(
+        Severity.WARNING, "legacy-addresspool", str(ref), "kind",
+        "AddressPool was removed in MetalLB 0.14.3; it is translated like an IPAddressPool"
+        + (f", announced over {protocol} as its protocol says (no advertisement object)"
+           if protocol in ("layer2", "bgp") else "") + ".",
+        ref.origin,
+    ))
 
 
 def _check_overlaps(pools: list[mlb.IPAddressPool]) -> None:
