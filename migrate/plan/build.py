@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from migrate.model.findings import Finding, Severity, sort_findings
-from migrate.model.kube import METALLB_PREFIXES, metallb_annotation
+from migrate.model.kube import METALLB_PREFIXES, Service, metallb_annotation
 from migrate.plan.model import Action, Obj, Plan, Stage, Target, canonical_digest
 from migrate.plan.views import IGNORED_ANNOTATIONS, creatable, ingress_ips, view
 from migrate.sources.snapshot import ClusterSnapshot
-from migrate.translate.translator import Translation
+from migrate.translate.translator import ServicePin, Translation
 
 # Which MetalLB annotation pins MetalLB itself to the current IPs, so that a rollback that
 # wakes its controller gives back the same addresses [M6].
@@ -77,6 +77,24 @@ def metallb_webhook(snapshot: ClusterSnapshot) -> Obj | None:
     return None
 
 
+def metallb_pin(service: Service, pin: ServicePin, snapshot: ClusterSnapshot) -> str | None:
+    """The ``metallb.io/loadBalancerIPs`` value that pins MetalLB itself to the current IPs, or
+    None where that would be unsafe or useless [M6]: the Service already requests IPs (the
+    annotation or ``spec.loadBalancerIP``; both at once is an error), or it asks for another
+    pool than the one holding its IPs (a requested IP that disagrees with the address-pool
+    annotation makes MetalLB's allocation fail, and the controller still runs in stage 1)."""
+    if not pin.ips or service.load_balancer_ip:
+        return None
+    if metallb_annotation(service.annotations, "loadBalancerIPs")[0]:
+        return None
+    asked, _ = metallb_annotation(service.annotations, "address-pool")
+    if asked:
+        asked_pool = snapshot.pool(asked)
+        if asked_pool is None or asked_pool.name != pin.pool:
+            return None
+    return ",".join(pin.ips)
+
+
 def _target(obj: Obj) -> Target:
     return Target.of(obj)
 
@@ -136,9 +154,9 @@ class _Builder:
             annotations = dict(metadata.get("annotations") or {})
             labels = dict(metadata.get("labels") or {})
             new_annotations = {**annotations, **pin.annotations}
-            requested, _ = metallb_annotation(annotations, "loadBalancerIPs")
-            if pin.ips and not requested and not service.load_balancer_ip:
-                new_annotations[METALLB_PIN] = ",".join(pin.ips)
+            metallb_ips = metallb_pin(service, pin, self.snapshot)
+            if metallb_ips:
+                new_annotations[METALLB_PIN] = metallb_ips
             new_labels = {**labels, **pin.labels}
             if new_annotations == annotations and new_labels == labels:
                 continue
@@ -362,10 +380,9 @@ class _Builder:
             body = self.services[pin.key].body
             annotations = dict((body.get("metadata") or {}).get("annotations") or {})
             annotations.update(pin.annotations)
-            if pin.ips and not metallb_annotation(annotations, "loadBalancerIPs")[0] and not (
-                self.services[pin.key].load_balancer_ip
-            ):
-                annotations[METALLB_PIN] = ",".join(pin.ips)
+            metallb_ips = metallb_pin(self.services[pin.key], pin, self.snapshot)
+            if metallb_ips:
+                annotations[METALLB_PIN] = metallb_ips
             drop = sorted(k for k in annotations if k.startswith(METALLB_PREFIXES))
             if not drop:
                 continue
