@@ -70,3 +70,18 @@ def test_plan_file_round_trip_yaml_and_json(tmp_path: Path) -> None:
         assert loaded.digest() == plan.digest()
         assert [a.after for s in loaded.stages for a in s.actions] == [
             a.after for s in plan.stages for a in s.actions]
+
+
+def test_an_existing_overlapping_cilium_pool_blocks_the_plan(tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "cluster"
+    shutil.copytree(TESTDATA / "clusters" / "guide-single-pool", folder)
+    (folder / "old-pool.yaml").write_text(
+        "apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\n"
+        "metadata: {name: earlier-test}\n"
+        "spec: {blocks: [{start: 192.168.105.150, stop: 192.168.105.160}]}\n")
+    plan = make_plan(read_snapshot([folder]))
+    assert plan.blocked
+    overlap = next(f for f in plan.findings if f.code == "cilium-pool-overlap")
+    assert "earlier-test" in overlap.obj and "192.168.105.150" in overlap.message

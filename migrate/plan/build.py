@@ -6,6 +6,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
+from migrate.model.addresses import AddressRange, cilium_allocatable
 from migrate.model.findings import Finding, Severity, sort_findings
 from migrate.model.kube import METALLB_PREFIXES, Service, metallb_annotation
 from migrate.plan.model import Action, Obj, Plan, Stage, Target, canonical_digest
@@ -74,6 +75,15 @@ def metallb_webhook(snapshot: ClusterSnapshot) -> Obj | None:
             == snapshot.metallb_namespace for w in webhooks
         ):
             return body
+    return None
+
+
+def _overlap(left: list[AddressRange], right: list[AddressRange]) -> str | None:
+    """The first pair of overlapping ranges, described, or None."""
+    for a in left:
+        for b in right:
+            if a.overlaps(b):
+                return f"{a} and {b}"
     return None
 
 
@@ -235,6 +245,19 @@ class _Builder:
             (b.get("metadata") or {}).get("name"): b
             for b in self.snapshot.find("cilium.io/", "CiliumLoadBalancerIPPool")
         }
+        ours = {pool["metadata"]["name"] for pool in pools}
+        for name, body in sorted(existing.items()):
+            if name in ours:
+                continue
+            clash = _overlap(cilium_allocatable(body.get("spec") or {}),
+                             [r for pool in pools for r in cilium_allocatable(pool["spec"])])
+            if clash:
+                # The newer pool loses a conflict [C1]: ours would be disabled, and the IPs
+                # of its Services imported (or stripped) by the older pool's selector.
+                self.error("cilium-pool-overlap", f"CiliumLoadBalancerIPPool {name}",
+                           f"an existing Cilium pool overlaps the translated pools ({clash});"
+                           " LB-IPAM would mark the new pool conflicting. Remove or shrink it"
+                           " first.")
         creates = []
         for pool in pools:
             name = pool["metadata"]["name"]
