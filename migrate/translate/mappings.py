@@ -45,6 +45,8 @@ class CiliumVersion:
     sharing_cross_namespace_annotation: str | None
     l2_ndp: bool
     sharing_survives_import: bool
+    sharing_port_protocol: bool
+    """Whether LB-IPAM tells sharers' ports apart by protocol (else by number only)."""
 
 
 def _minor_key(text: str) -> tuple[int, int]:

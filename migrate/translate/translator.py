@@ -441,7 +441,7 @@ class _Translator:
                         svc.ref.origin,
                     )
                 continue
-            problem = _sharing_problem(services)
+            problem = _sharing_problem(services, by_protocol=self.version.sharing_port_protocol)
             if problem:
                 for svc in services:
                     self.finding(Severity.ERROR, "sharing-incompatible", svc.ref, "spec",
@@ -482,7 +482,7 @@ def _ip_sort_key(text: str) -> tuple[int, int]:
     return ip.version, int(ip)
 
 
-def _sharing_problem(services: list[Service]) -> str | None:
+def _sharing_problem(services: list[Service], *, by_protocol: bool = True) -> str | None:
     """Why Cilium would refuse to let these Services share an IP, if it would [C1.2]."""
     policies = {svc.external_traffic_policy for svc in services}
     if len(policies) > 1:
@@ -493,9 +493,13 @@ def _sharing_problem(services: list[Service]) -> str | None:
             return "with externalTrafficPolicy Local they need one identical, non-empty selector."
     seen: dict[tuple[str, int], str] = {}
     for svc in services:
-        for port in svc.ports:
+        for protocol, number in svc.ports:
+            port = (protocol if by_protocol else "", number)
             if port in seen and seen[port] != svc.key:
-                return f"both {seen[port]} and {svc.key} use {port[0]}/{port[1]}."
+                if not by_protocol:
+                    return (f"both {seen[port]} and {svc.key} use port {number}; before Cilium"
+                            " 1.17 LB-IPAM tells ports apart by number only (upgrade first).")
+                return f"both {seen[port]} and {svc.key} use {protocol}/{number}."
             seen[port] = svc.key
     return None
 
