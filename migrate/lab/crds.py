@@ -271,30 +271,19 @@ def validate(schema: Obj, obj: Obj, crd_name: str, version: str) -> list[dict[st
             if isinstance(expected, list):
                 expected = next((t for t in expected if t != "null"), expected[0])
             actual = _type_name(error.instance)
-            cause = {
-                "reason": "FieldValueTypeInvalid",
-                "message": f'Invalid value: "{actual}": {field or "body"} in body must be of '
-                f'type {expected}: "{actual}"',
-                "field": field,
-            }
+            reason = "FieldValueTypeInvalid"
+            message = (f'Invalid value: "{actual}": {field or "body"} in body must be of '
+                       f'type {expected}: "{actual}"')
         elif error.validator == "enum":
             supported = ", ".join(_quote(v) for v in error.validator_value if v is not None)
-            cause = {
-                "reason": "FieldValueNotSupported",
-                "message": f"Unsupported value: {_quote(error.instance)}: supported values: "
-                f"{supported}",
-                "field": field,
-            }
+            reason = "FieldValueNotSupported"
+            message = f"Unsupported value: {_quote(error.instance)}: supported values: {supported}"
         elif error.validator == "required":
             missing = [k for k in error.validator_value
                        if isinstance(error.instance, dict) and k not in error.instance]
             for key in missing or [""]:
                 where = f"{field}.{key}" if field and key else (key or field)
-                cause = {"reason": "FieldValueRequired", "message": "Required value",
-                         "field": where}
-                if (where, cause["message"]) not in seen:
-                    seen.add((where, cause["message"]))
-                    causes.append(cause)
+                _add_cause(causes, seen, "FieldValueRequired", "Required value", where)
             continue
         else:
             where = field or "body"
@@ -308,15 +297,20 @@ def validate(schema: Obj, obj: Obj, crd_name: str, version: str) -> list[dict[st
                 "minItems": f"{where} in body should have at least {limit} items",
                 "maxItems": f"{where} in body should have at most {limit} items",
             }.get(str(error.validator), error.message)
-            cause = {
-                "reason": "FieldValueInvalid",
-                "message": f"Invalid value: {_quote(error.instance)}: {wording}",
-                "field": field,
-            }
-        if (field, cause["message"]) not in seen:
-            seen.add((field, cause["message"]))
-            causes.append(cause)
+            reason = "FieldValueInvalid"
+            message = f"Invalid value: {_quote(error.instance)}: {wording}"
+        _add_cause(causes, seen, reason, message, field)
     return causes
+
+
+def _add_cause(
+    causes: list[dict[str, str]], seen: set[tuple[str, str]], reason: str, message: str,
+    field: str,
+) -> None:
+    """Append a Status cause unless one with the same field and message is already there."""
+    if (field, message) not in seen:
+        seen.add((field, message))
+        causes.append({"reason": reason, "message": message, "field": field})
 
 
 # --------------------------------------------------------------------------- sources

@@ -50,6 +50,7 @@ from migrate.lab.store import (
     parse_field_selector,
     parse_label_selector,
 )
+from migrate.plan.model import merge_patch  # RFC 7386, the same one the plan's patches use
 
 KUBE_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0-migrate-lab",
                 "gitCommit": "0000000000000000000000000000000000000000",
@@ -69,19 +70,6 @@ APPLY_PATCH = "application/apply-patch+yaml"
 
 
 # --------------------------------------------------------------------------- patches
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 def _pointer(path: str) -> list[str]:
@@ -593,6 +581,11 @@ class Route:
         return self.rtype.group
 
 
+def not_served() -> ApiError:
+    """404 for a URL the server does not serve, worded as the real server words it."""
+    return ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
 def _bool_param(params: dict[str, list[str]], name: str) -> bool:
     value = (params.get(name) or [""])[0].lower()
     return value in ("true", "1", "yes")
@@ -879,33 +872,27 @@ class _Handler(BaseHTTPRequestHandler):
                 doc = openapi_v3_document(store, "", parts[1])
             elif parts[0] == "apis" and len(parts) == 3:
                 doc = openapi_v3_document(store, parts[1], parts[2])
-            if doc is None:
-                raise ApiError(404, "NotFound", "the server could not find the requested resource")
-            self._send_json(200, doc)
-            return True
+            return self._send_served(doc)
         if path.startswith("/openapi"):
             raise ApiError(404, "NotFound", "the lab serves no OpenAPI v2 document")
         parts = path.strip("/").split("/")
         if parts[0] == "api" and len(parts) == 2:
-            listing = resource_list(store, "", parts[1])
-            if listing is None:
-                raise ApiError(404, "NotFound", "the server could not find the requested resource")
-            self._send_json(200, listing)
-            return True
+            return self._send_served(resource_list(store, "", parts[1]))
         if parts[0] == "apis" and len(parts) == 2:
             versions = group_versions(store).get(parts[1])
-            if not versions:
-                raise ApiError(404, "NotFound", "the server could not find the requested resource")
-            self._send_json(200, {"kind": "APIGroup", "apiVersion": "v1",
-                                  **_api_group(parts[1], versions)})
-            return True
+            return self._send_served({"kind": "APIGroup", "apiVersion": "v1",
+                                      **_api_group(parts[1], versions)} if versions else None)
         if parts[0] == "apis" and len(parts) == 3:
-            listing = resource_list(store, parts[1], parts[2])
-            if listing is None:
-                raise ApiError(404, "NotFound", "the server could not find the requested resource")
-            self._send_json(200, listing)
-            return True
+            return self._send_served(resource_list(store, parts[1], parts[2]))
         return False
+
+    def _send_served(self, document: Obj | None) -> bool:
+        """Send a discovery document (True: the request is answered); 404 when it is None,
+        i.e. the group, version or resource is not served."""
+        if document is None:
+            raise not_served()
+        self._send_json(200, document)
+        return True
 
     def _route(self, path: str) -> Route:
         parts = [p for p in path.split("/") if p]
@@ -914,19 +901,19 @@ class _Handler(BaseHTTPRequestHandler):
         elif len(parts) >= 4 and parts[0] == "apis":
             group, version, rest = parts[1], parts[2], parts[3:]
         else:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            raise not_served()
         namespace: str | None = None
         if rest[0] == "namespaces" and len(rest) >= 3 and not (
             len(rest) == 3 and rest[2] in ("status", "finalize")
         ):
             namespace, rest = rest[1], rest[2:]
         if len(rest) > 3:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            raise not_served()
         rtype = self.lab.store.find_type(group, version, rest[0])
         if rtype is None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            raise not_served()
         if namespace is not None and not rtype.namespaced:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            raise not_served()
         name = rest[1] if len(rest) >= 2 else None
         subresource = rest[2] if len(rest) == 3 else None
         if subresource is not None and not (
@@ -934,7 +921,7 @@ class _Handler(BaseHTTPRequestHandler):
             or (subresource == "scale" and rtype.scale_subresource)
             or (subresource == "finalize" and rtype.kind == "Namespace")
         ):
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            raise not_served()
         return Route(rtype, version, namespace, name, subresource)
 
     @staticmethod
@@ -998,6 +985,19 @@ class _Handler(BaseHTTPRequestHandler):
                        "selector": ",".join(f"{k}={v}" for k, v in selector.items())},
         }
 
+    def _object_table(self, route: Route, obj: Obj, table_version: str) -> Obj:
+        """One object as a one-row ``Table`` (``kubectl get NAME``, and each watch event)."""
+        return build_table(route.rtype, route.version, [self._with_kind(route, obj)],
+                           table_version, self.lab.store.clock.now_datetime(),
+                           {"resourceVersion": obj["metadata"].get("resourceVersion", "")})
+
+    def _select(self, route: Route, params: dict[str, list[str]]) -> tuple[list[Obj], int]:
+        """The route's objects matching the request's label and field selectors (shared: do
+        not mutate), and the resourceVersion they were read at."""
+        return self.lab.store.select(route.group, route.rtype.kind, route.namespace,
+                                     _param(params, "labelSelector"),
+                                     _param(params, "fieldSelector"))
+
     def _get(self, route: Route, params: dict[str, list[str]], body: bytes) -> None:
         assert route.name is not None
         obj = self.lab.store.get(route.group, route.rtype.kind, route.name, route.namespace)
@@ -1006,18 +1006,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         table = wants_table(self.headers.get("Accept") or "")
         if table:
-            self._send_json(200, build_table(route.rtype, route.version,
-                                             [self._with_kind(route, obj)], table,
-                                             self.lab.store.clock.now_datetime(),
-                                             {"resourceVersion": obj["metadata"].get(
-                                                 "resourceVersion", "")}))
+            self._send_json(200, self._object_table(route, obj, table))
         else:
             self._send_json(200, self._out(route, obj))
 
     def _list(self, route: Route, params: dict[str, list[str]], body: bytes) -> None:
         store = self.lab.store
-        items, rv = store.select(route.group, route.rtype.kind, route.namespace,
-                                 _param(params, "labelSelector"), _param(params, "fieldSelector"))
+        items, rv = self._select(route, params)
         token = _param(params, "continue")
         if token:
             rv_token, after = decode_continue(token)
@@ -1205,8 +1200,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _delete_collection(self, route: Route, params: dict[str, list[str]], body: bytes) -> None:
         store = self.lab.store
-        items, _ = store.select(route.group, route.rtype.kind, route.namespace,
-                                _param(params, "labelSelector"), _param(params, "fieldSelector"))
+        items, _ = self._select(route, params)
         dry_run = self._dry_run(params)
         deleted = []
         for obj in items:
@@ -1252,13 +1246,10 @@ class _Handler(BaseHTTPRequestHandler):
             return labels_match(labels, meta.get("labels") or {}) and fields_match(fields, obj)
 
         table = wants_table(self.headers.get("Accept") or "")
-        now = store.clock.now_datetime
 
         def send(event_type: str, obj: Obj) -> None:
             if table and event_type != "ERROR":
-                obj = build_table(route.rtype, route.version, [self._with_kind(route, obj)],
-                                  table, now(), {"resourceVersion": obj["metadata"].get(
-                                      "resourceVersion", "")})
+                obj = self._object_table(route, obj, table)
             line = json.dumps({"type": event_type, "object": obj}, separators=(",", ":"))
             data = line.encode() + b"\n"
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")

@@ -3,7 +3,8 @@
 Thread-safe (one re-entrant lock), keyed by ``(group, kind, namespace, name)``. It keeps the
 semantics a client can notice: a global ``resourceVersion`` counter bumped on every write,
 ``uid`` / ``creationTimestamp`` / ``generation``, 409 on a stale update and on AlreadyExists,
-``managedFields`` per field manager, status subresources, admission hooks that may reject a
+``managedFields`` per field manager, empty ``labels`` / ``annotations`` dropped on every
+write (Go ``omitempty``), status subresources, admission hooks that may reject a
 write, and an event log that watches read from. The HTTP layer lives in ``server.py``; the
 controller models hook in through :meth:`Store.subscribe` and :meth:`Store.add_admission_hook`.
 
@@ -342,6 +343,16 @@ def _split_terms(text: str) -> list[str]:
     return [t for t in terms if t]
 
 
+def _equality_term(term: str) -> Requirement | None:
+    """``k!=v``, ``k==v`` or ``k=v`` as a Requirement (both selector kinds share these forms);
+    None when the term is none of them."""
+    for written, operator in (("!=", "!="), ("==", "="), ("=", "=")):
+        if written in term:
+            key, _, value = term.partition(written)
+            return Requirement(key.strip(), operator, (value.strip(),))
+    return None
+
+
 def parse_label_selector(text: str | None) -> list[Requirement]:
     """Parse ``a=b,c!=d,e in (x,y),f notin (z),g,!h`` (raises ApiError 400)."""
     if not text:
@@ -359,17 +370,11 @@ def parse_label_selector(text: str | None) -> list[Requirement]:
                 out.append(Requirement(key.strip(), word.strip(), values))
                 break
         else:
+            equality = _equality_term(term)
             if term.startswith("!") and "=" not in term:
                 out.append(Requirement(term[1:].strip(), "!"))
-            elif "!=" in term:
-                key, _, value = term.partition("!=")
-                out.append(Requirement(key.strip(), "!=", (value.strip(),)))
-            elif "==" in term:
-                key, _, value = term.partition("==")
-                out.append(Requirement(key.strip(), "=", (value.strip(),)))
-            elif "=" in term:
-                key, _, value = term.partition("=")
-                out.append(Requirement(key.strip(), "=", (value.strip(),)))
+            elif equality is not None:
+                out.append(equality)
             elif " " in term.strip() or "(" in term:
                 raise bad_request(f"unable to parse requirement: {term}")
             else:
@@ -386,17 +391,10 @@ def parse_field_selector(text: str | None) -> list[Requirement]:
         return []
     out: list[Requirement] = []
     for term in _split_terms(text):
-        if "!=" in term:
-            key, _, value = term.partition("!=")
-            out.append(Requirement(key.strip(), "!=", (value.strip(),)))
-        elif "==" in term:
-            key, _, value = term.partition("==")
-            out.append(Requirement(key.strip(), "=", (value.strip(),)))
-        elif "=" in term:
-            key, _, value = term.partition("=")
-            out.append(Requirement(key.strip(), "=", (value.strip(),)))
-        else:
+        equality = _equality_term(term)
+        if equality is None:
             raise bad_request(f"invalid selector: '{text}'; can't understand '{term}'")
+        out.append(equality)
     return out
 
 
@@ -473,6 +471,18 @@ def _same_object(new: Obj, old: Obj) -> bool:
     new_meta = {k: v for k, v in (new.get("metadata") or {}).items() if k not in ignored}
     old_meta = {k: v for k, v in (old.get("metadata") or {}).items() if k not in ignored}
     return new_meta == old_meta
+
+
+OMITTED_WHEN_EMPTY = ("labels", "annotations")
+"""Metadata maps the real server drops when empty or null (Go ``omitempty``)."""
+
+
+def _omit_empty_maps(meta: Obj) -> None:
+    """Drop empty ``labels`` / ``annotations``, as the real server does on every write (a merge
+    patch that removes the last label leaves no ``labels`` key)."""
+    for key in OMITTED_WHEN_EMPTY:
+        if key in meta and (meta[key] is None or meta[key] == {}):
+            del meta[key]
 
 
 def _spec_part(obj: Obj) -> Obj:
@@ -717,6 +727,7 @@ class Store:
             meta = new.setdefault("metadata", {})
             if not isinstance(meta, dict):
                 raise bad_request("metadata must be an object")
+            _omit_empty_maps(meta)
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
             name = meta.get("name")
@@ -806,6 +817,7 @@ class Store:
             else:
                 raise bad_request(f"unknown subresource {subresource!r}")
             meta = new.setdefault("metadata", {})
+            _omit_empty_maps(meta)
             for fixed in ("uid", "creationTimestamp", "namespace", "name"):
                 if fixed in old["metadata"]:
                     meta[fixed] = old["metadata"][fixed]

@@ -35,9 +35,6 @@ def _comparable(obj: Obj) -> Obj:
     out = copy.deepcopy(obj)
     for key in IGNORED_META:
         out["metadata"].pop(key, None)
-    for key in ("labels", "annotations"):  # the API server omits empty maps (omitempty)
-        if not out["metadata"].get(key):
-            out["metadata"].pop(key, None)
     if out["kind"] == "Service":
         spec = out.get("spec") or {}
         for key in SERVICE_DEFAULTS:

@@ -224,6 +224,7 @@ def test_no_webhook_configuration_means_no_interception() -> None:
 @pytest.mark.parametrize(("body", "why"), [
     (metallb_pool("overlap", "192.0.2.8/29"), "overlaps"),
     (metallb_pool("bare", "198.51.100.1"), "invalid CIDR"),
+    (metallb_pool("reversed", "198.51.100.9-198.51.100.1"), "invalid IP range"),
     ({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
       "metadata": {"name": "dup", "namespace": "metallb-system"},
       "spec": {"ipAddressPools": ["pool-a", "pool-a"]}}, "duplicate"),

@@ -158,6 +158,37 @@ def test_merge_patch_on_service(lab: Lab) -> None:
     assert patched.metadata.labels == {"new": "1"}
 
 
+def raw_service(lab: Lab, name: str) -> dict[str, Any]:
+    """A Service read with the official client, as the JSON the server sent (not the model,
+    which cannot tell an absent map from an empty one)."""
+    response = lab.core.read_namespaced_service(name, "default", _preload_content=False)
+    return dict(json.loads(response.data))
+
+
+def test_merge_patch_removing_the_last_label_leaves_no_labels_key(lab: Lab) -> None:
+    lab.core.create_namespaced_service("default", service("web", only="label"))
+    lab.core.patch_namespaced_service(
+        "web", "default", {"metadata": {"labels": {"only": None}}}, _content_type=MERGE)
+    metadata = raw_service(lab, "web")["metadata"]
+    assert "labels" not in metadata
+    assert "only" not in json.dumps(metadata)
+
+
+def test_empty_labels_and_annotations_are_dropped_on_create_and_replace(lab: Lab) -> None:
+    body = service("web")
+    body["metadata"]["annotations"] = {}
+    created = lab.core.create_namespaced_service("default", body)
+    assert created.metadata.labels is None and created.metadata.annotations is None
+    current = raw_service(lab, "web")
+    assert "labels" not in current["metadata"] and "annotations" not in current["metadata"]
+    current["metadata"]["labels"] = {"team": "a"}
+    current["metadata"]["annotations"] = {}
+    lab.core.replace_namespaced_service("web", "default", current)
+    replaced = raw_service(lab, "web")["metadata"]
+    assert replaced["labels"] == {"team": "a"}
+    assert "annotations" not in replaced
+
+
 def test_strategic_merge_patch_merges_service_ports_by_port(lab: Lab) -> None:
     lab.core.create_namespaced_service("default", service("web"))
     patched = lab.core.patch_namespaced_service(

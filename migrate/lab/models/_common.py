@@ -155,7 +155,7 @@ class IPRange(AddressRange):
         return ipaddress.ip_address(int(self.first) + offset)
 
     def __str__(self) -> str:
-        nets = list(ipaddress.summarize_address_range(self.first, self.last))
+        nets = self.networks()
         if len(nets) == 1:
             return str(nets[0])
         return f"{self.first}-{self.last}"
@@ -409,3 +409,26 @@ class Model:
         except ApiError as exc:
             self.record(f"{namespace or ''}/{name}", "StatusWriteFailed", exc.message)
             return None
+
+
+class WorkloadModel(Model):
+    """A model whose process runs only while its workload does (see :class:`WorkloadRule`).
+
+    Subclasses set ``running`` and ``workload`` in ``__init__``.
+    """
+
+    running: bool
+    workload: WorkloadRule
+
+    def follow_workload(self, event: Event) -> bool:
+        """On an event of the workload's kind, start or stop the process as the workload now
+        runs or not; True when it was such an event (nothing more to do with it)."""
+        rule = self.workload
+        if event.group_kind != (rule.group, rule.kind):
+            return False
+        running = rule.running(self.cache.list(rule.group, rule.kind))
+        if running and not self.running:
+            self.start()
+        elif not running and self.running:
+            self.stop()
+        return True

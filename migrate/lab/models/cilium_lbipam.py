@@ -17,10 +17,11 @@ from migrate.lab.models._common import (
     Event,
     IPAddress,
     IPRange,
-    Model,
     Obj,
+    WorkloadModel,
     WorkloadRule,
     annotations_of,
+    cidr_range,
     deployment_replicas,
     find_condition,
     labels_of,
@@ -246,17 +247,22 @@ class LBPool:
 def block_range(block: Obj) -> tuple[IPRange, bool]:
     """ipRangeFromBlock: cidr (masked) or start[/stop]; ValueError when malformed [C1]."""
     if block.get("cidr"):
-        net = ipaddress.ip_network(str(block["cidr"]).strip(), strict=False)
-        return IPRange(net.network_address, net.broadcast_address), True
+        return cidr_range(str(block["cidr"])), True
     start = ipaddress.ip_address(str(block.get("start", "")).strip())
     stop = ipaddress.ip_address(str(block["stop"]).strip()) if block.get("stop") else start
     return IPRange(start, stop), False
 
 
+def _join(cluster: SharingCluster, sv: ServiceView) -> None:
+    """``sv`` shares the address ``cluster`` already holds [C1.2]."""
+    cluster.services.append(sv)
+    sv.allocated.append(cluster)
+
+
 # --------------------------------------------------------------------------- the model
 
 
-class CiliumLBIPAM(Model):
+class CiliumLBIPAM(WorkloadModel):
     """The Cilium operator's LB-IPAM cell.
 
     It writes only while its Deployment (``cilium-operator`` in kube-system, or one labelled
@@ -340,14 +346,9 @@ class CiliumLBIPAM(Model):
 
     def handle(self, event: Event) -> None:
         """One event, in order."""
-        group, kind = event.group_kind
-        if (group, kind) == ("apps", "Deployment"):
-            running = self.workload.running(self.cache.list("apps", "Deployment"))
-            if running and not self.running:
-                self.start()
-            elif not running and self.running:
-                self.stop()
+        if self.follow_workload(event):
             return
+        group, kind = event.group_kind
         if not self.running or not self.lbipam_enabled:
             return
         if (group, kind) == (CILIUM_GROUP, POOL_KIND):
@@ -471,12 +472,7 @@ class CiliumLBIPAM(Model):
                     modified.append(sv)
         del self.pools[name]
         for sv in modified:  # reconcileServicesAfterRangeDeletion
-            changed = self._strip_or_import(sv)
-            if not sv.is_satisfied() and self._satisfy(sv):
-                changed = True
-            if changed:
-                self._patch_service(sv)
-            self._store_view(sv)
+            self._reconcile(sv)
 
     def _delete_range_allocations(self, rng: LBRange) -> list[ServiceView]:
         touched = []
@@ -641,6 +637,11 @@ class CiliumLBIPAM(Model):
             self._store_view(sv)
             return
         self._strip_invalid_allocations(sv)
+        self._reconcile(sv)
+
+    def _reconcile(self, sv: ServiceView) -> None:
+        """Strip or import its ingress IPs, satisfy it when it is not, patch the Service when
+        either changed anything, and file the view [C1.4]."""
         changed = self._strip_or_import(sv)
         if not sv.is_satisfied() and self._satisfy(sv):
             changed = True
@@ -756,11 +757,7 @@ class CiliumLBIPAM(Model):
                                 f"Current IP {ip} is already allocated by another service, "
                                 "deferring to regular allocation logic")
                     continue
-                cluster = SharingCluster(ip, rng, [sv])
-                rng.allocations[ip] = cluster
-                sv.allocated.append(cluster)
-                if sv.sharing_key:
-                    self.sharing_index.setdefault(sv.sharing_key, []).append(cluster)
+                self._allocate(sv, rng, ip)
             if ip not in kept_ips:  # duplicates are compacted
                 kept.append(entry)
                 kept_ips.add(ip)
@@ -841,22 +838,16 @@ class CiliumLBIPAM(Model):
                         f"The IP '{ip}' is already allocated to an incompatible service. "
                         f"Reason: {why}")
                     continue
-                existing.services.append(sv)
-                sv.allocated.append(existing)
+                _join(existing, sv)
                 continue
-            cluster = SharingCluster(ip, rng, [sv])
-            rng.allocations[ip] = cluster
-            if sv.sharing_key:
-                self.sharing_index.setdefault(sv.sharing_key, []).append(cluster)
-            sv.allocated.append(cluster)
+            self._allocate(sv, rng, ip)
         return changed
 
     def _satisfy_generic(self, sv: ServiceView, family: int) -> bool:
         if sv.sharing_key:
             for cluster in self.sharing_index.get(sv.sharing_key, []):
                 if cluster.ip.version == family and cluster.is_compatible(sv)[0]:
-                    cluster.services.append(sv)
-                    sv.allocated.append(cluster)
+                    _join(cluster, sv)
                     return False
         full = False
         for rng in self._ranges():
@@ -869,11 +860,7 @@ class CiliumLBIPAM(Model):
             if ip is None:
                 full = True
                 continue
-            cluster = SharingCluster(ip, rng, [sv])
-            rng.allocations[ip] = cluster
-            if sv.sharing_key:
-                self.sharing_index.setdefault(sv.sharing_key, []).append(cluster)
-            sv.allocated.append(cluster)
+            self._allocate(sv, rng, ip)
             return False
         if full:
             return self._set_satisfied(sv, False, "out_of_ips",
@@ -882,6 +869,16 @@ class CiliumLBIPAM(Model):
         return self._set_satisfied(sv, False, "no_pool",
                                    "There are no enabled CiliumLoadBalancerIPPools that match "
                                    "this service")
+
+    def _allocate(self, sv: ServiceView, rng: LBRange, ip: IPAddress) -> SharingCluster:
+        """Give a free ``ip`` of ``rng`` to ``sv``: a new sharing cluster, indexed by the
+        Service's sharing key when it has one [C1.2]."""
+        cluster = SharingCluster(ip, rng, [sv])
+        rng.allocations[ip] = cluster
+        sv.allocated.append(cluster)
+        if sv.sharing_key:
+            self.sharing_index.setdefault(sv.sharing_key, []).append(cluster)
+        return cluster
 
     def _set_satisfied(self, sv: ServiceView, satisfied: bool, reason: str, message: str) -> bool:
         """The ``cilium.io/IPAMRequestSatisfied`` condition [C1.3]."""

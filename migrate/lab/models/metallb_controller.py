@@ -8,7 +8,6 @@ The controller only allocates: it writes ``status.loadBalancer.ingress`` and the
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
 import yaml
@@ -18,8 +17,8 @@ from migrate.lab.models._common import (
     Event,
     IPAddress,
     IPRange,
-    Model,
     Obj,
+    WorkloadModel,
     WorkloadRule,
     annotations_of,
     deployment_replicas,
@@ -34,6 +33,8 @@ from migrate.lab.models._common import (
     spec_of,
 )
 from migrate.lab.store import ApiError, Store
+from migrate.model.addresses import AddressError
+from migrate.model.addresses import parse_metallb_address as parse_address
 
 METALLB_GROUP = "metallb.io"
 DEFAULT_NAMESPACE = "metallb-system"
@@ -88,24 +89,17 @@ class MetalLBPool:
 
 
 def parse_metallb_address(text: str, pool: str) -> IPRange:
-    """``CIDR`` or ``start-end`` (ParseCIDR) [M2]; a bare IP is invalid. ValueError otherwise."""
-    value = text.strip()
-    if "-" in value:
-        start_text, _, end_text = value.partition("-")
-        start, end = parse_ip(start_text), parse_ip(end_text)
-        if start is None or end is None:
-            raise ValueError(f"invalid IP range {text!r} in pool {pool!r}")
-        if start.version != end.version or int(start) > int(end):
-            raise ValueError(f"invalid IP range {text!r} in pool {pool!r}: "
-                             "start must be before end and of the same family")
-        return IPRange(start, end)
-    if "/" not in value:
-        raise ValueError(f"invalid CIDR {text!r} in pool {pool!r}: invalid CIDR address: {value}")
+    """``CIDR`` or ``start-end`` (ParseCIDR) [M2]; a bare IP is invalid. ValueError otherwise.
+
+    Parsed by the project's own :func:`migrate.model.addresses.parse_metallb_address`; the
+    refusal names the pool, as the controller's does.
+    """
     try:
-        net = ipaddress.ip_network(value, strict=False)
-    except ValueError as exc:
-        raise ValueError(f"invalid CIDR {text!r} in pool {pool!r}: {exc}") from None
-    return IPRange(net.network_address, net.broadcast_address)
+        parsed = parse_address(text)
+    except AddressError as exc:
+        what = "IP range" if "-" in text else "CIDR"
+        raise ValueError(f"invalid {what} {text!r} in pool {pool!r}: {exc}") from None
+    return IPRange(parsed.range.first, parsed.range.last)
 
 
 def parse_pools(objects: list[Obj], namespaces: list[Obj]) -> tuple[dict[str, MetalLBPool], str]:
@@ -398,7 +392,7 @@ class Allocator:
 # --------------------------------------------------------------------------- the model
 
 
-class MetalLBController(Model):
+class MetalLBController(WorkloadModel):
     """MetalLB's controller Deployment: allocation while it runs, webhook on metallb.io writes.
 
     Runs while its Deployment (``controller`` in its namespace, or one labelled
@@ -452,14 +446,9 @@ class MetalLBController(Model):
 
     def handle(self, event: Event) -> None:
         """One watched event, in order."""
-        group, kind = event.group_kind
-        if (group, kind) == ("apps", "Deployment"):
-            running = self.workload.running(self.cache.list("apps", "Deployment"))
-            if running and not self.running:
-                self.start()
-            elif not running and self.running:
-                self.stop()
+        if self.follow_workload(event):
             return
+        group, kind = event.group_kind
         if not self.running:
             return  # [M8] controller at 0: no allocation; restart re-reads everything
         if (group, kind) in ((METALLB_GROUP, "IPAddressPool"), ("", "Namespace"),
