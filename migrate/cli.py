@@ -56,6 +56,8 @@ class MigrateGroup(click.Group):
             if debug:
                 traceback.print_exc(file=sys.stderr)
             click.echo(f"Error: {error}", err=True)
+            for note in getattr(error, "__notes__", ()):  # what to do next (apply, rollback)
+                click.echo(note, err=True)
             ctx.exit(exit_code_for(error))
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
@@ -417,21 +419,22 @@ def apply(plan_path: str, stage: str, yes: bool, dry_run: bool, timeout_scale: f
 
 
 @main.command()
-@click.option("--plan", "plan_path", required=True, type=click.Path(exists=True),
-              help="The plan the stages were applied with.")
+@click.option("--plan", "plan_path", default=None, type=click.Path(exists=True),
+              help="The plan the stages were applied with (default: the copy apply recorded"
+                   " in the cluster).")
 @click.option("--to", "to_stage", default=None,
               help="Undo the stages after this one (default: every stage).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Show what would be undone; change nothing.")
 @_cluster_options
-def rollback(plan_path: str, to_stage: str | None, yes: bool, dry_run: bool,
+def rollback(plan_path: str | None, to_stage: str | None, yes: bool, dry_run: bool,
              kubeconfig: str | None, kube_context: str | None, state_namespace: str) -> None:
     """Undo applied stages from the recorded backups, newest first."""
     from migrate.apply.executor import ApplyOptions
     from migrate.apply.rollback import rollback as run_rollback
     from migrate.plan.api import load_plan
 
-    loaded = load_plan(plan_path)
+    loaded = load_plan(plan_path) if plan_path else None
     kube = _kube(kubeconfig, kube_context)
     preview = run_rollback(kube, loaded, to=to_stage,
                            options=ApplyOptions(dry_run=True, state_namespace=state_namespace),

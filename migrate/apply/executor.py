@@ -7,6 +7,7 @@ keeps its IPs) after every wait and at the end.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +27,12 @@ from migrate.apply.waits import (
     ipam_check,
     lease_check,
     replicas_check,
-    service_ips,
     wait_until,
 )
-from migrate.errors import BlockedError
+from migrate.errors import BlockedError, MigrateError
 from migrate.kube import Kube
-from migrate.plan.model import Action, Plan, Stage
-from migrate.plan.views import view
+from migrate.plan.model import Action, Plan, Stage, Target
+from migrate.plan.views import ingress_ips, view
 
 Obj = dict[str, Any]
 DEFAULT_STATE_NAMESPACE = "kube-system"
@@ -66,33 +66,43 @@ def _get(kube: Kube, action: Action) -> Obj | None:
 
 
 def prefetch(kube: Kube, actions: list[Action]) -> dict[str, Obj | None]:
-    """The current object of every action's target, keyed by target key.
+    """Every Service, and the current object of every action's target, keyed by target key.
 
-    Services come from one paginated LIST (a stage may touch thousands of them); the few
-    other objects are read one by one.
+    Services come from one paginated LIST whatever the stage touches: I5 needs every
+    Service's IPs anyway, and a stage may patch thousands of them. The few other targets are
+    read one by one.
     """
-    out: dict[str, Obj | None] = {}
-    targets = {a.target.key: a.target for a in actions if a.verb != "wait"}
-    if any(t.kind == "Service" for t in targets.values()):
-        services = {f"Service {s['metadata'].get('namespace')}/{s['metadata']['name']}": s
-                    for s in kube.iter_list("v1", "Service")}
-        for key, target in targets.items():
-            if target.kind == "Service":
-                out[key] = services.get(key)
-    for key, target in targets.items():
-        if key not in out:
-            out[key] = kube.try_get(target.api_version, target.kind, target.name,
-                                    target.namespace)
+    out: dict[str, Obj | None] = {
+        Target.of(service).key: service for service in kube.iter_list("v1", "Service")}
+    for action in actions:
+        target = action.target
+        if action.verb == "wait" or target.key in out:
+            continue
+        out[target.key] = None if target.kind == "Service" else kube.try_get(
+            target.api_version, target.kind, target.name, target.namespace)
     return out
+
+
+def _load_balancer_ips(objects: dict[str, Obj | None]) -> dict[str, list[str]]:
+    """namespace/name → ingress IPs of the LoadBalancer Services among prefetched objects."""
+    return {
+        f"{obj['metadata'].get('namespace')}/{obj['metadata']['name']}": ingress_ips(obj)
+        for obj in objects.values()
+        if obj is not None and obj.get("kind") == "Service"
+        and (obj.get("spec") or {}).get("type") == "LoadBalancer"
+    }
 
 
 def stale_objects(kube: Kube, plan: Plan, stage: Stage, *, resuming: bool,
                   current_objects: dict[str, Obj | None] | None = None) -> list[str]:
-    """I5: what differs from what the plan saw (empty when the stage may run)."""
+    """I5: what differs from what the plan saw (empty when the stage may run).
+
+    ``current_objects``: what ``prefetch`` returned for this stage (read here when None).
+    """
     objects = current_objects if current_objects is not None else prefetch(kube, stage.actions)
     problems: list[str] = []
     expected = plan.expected_ips
-    current = service_ips(kube)
+    current = _load_balancer_ips(objects)
     problems.extend(ip_violations(expected, current))
     known = set(plan.context.get("services") or expected)
     for key in sorted(set(current) - known):
@@ -194,8 +204,6 @@ def run_actions(kube: Kube, plan: Plan, actions: list[Action], *, options: Apply
     the stage, used for the independent patches (nothing else writes those Services).
     """
     known = known or {}
-    from concurrent.futures import ThreadPoolExecutor
-
     writes = 0
     index = 0
     while index < len(actions):
@@ -222,9 +230,25 @@ def run_actions(kube: Kube, plan: Plan, actions: list[Action], *, options: Apply
     return writes
 
 
+def stopped_half_way(stage: str) -> str:
+    """What a user can do about a stage that stopped after some of its writes."""
+    text = (f"Stage {stage} stopped part-way. Either run `migrate apply --stage {stage}` again"
+            " to finish it (writes already done are skipped), or `migrate rollback` to undo it"
+            " from the backup taken before its first write.")
+    if stage == "ipam-handover":
+        text += (" Cilium's operator may be left stopped on purpose: started with only some of"
+                 " the pools, LB-IPAM would strip the IPs the missing pools cover [C1.4].")
+    return text
+
+
 def _check_order(plan: Plan, stage: Stage, state: MigrationState) -> None:
-    missing = [s.name for s in plan.stages if 0 < s.number < stage.number
-               and not state.applied(s.name)]
+    missing = []
+    for earlier in plan.stages:
+        if not 0 < earlier.number < stage.number or state.applied(earlier.name):
+            continue
+        record = state.record(earlier.name)
+        how = {"in-progress": " (stopped part-way)", "rolling-back": " (half rolled back)"}
+        missing.append(earlier.name + (how.get(record.status, "") if record else ""))
     if missing:
         raise BlockedError(
             f"stage {stage.name} needs the earlier stage(s) applied first: {', '.join(missing)}"
@@ -280,6 +304,8 @@ def _apply_locked(kube: Kube, plan: Plan, stage: Stage, store: StateStore,
                              known=current)
         return StageResult(stage.name, "dry-run", writes=writes)
     if record is None:
+        if state.plan_digest != plan.digest() or not state.plan_parts:
+            state.plan_parts = store.write_plan(plan.to_dict())
         parts = store.write_backup(stage.name, _backup_payload(stage, current))
         record = StageRecord(stage.name, "in-progress", now_rfc3339(),
                              operator_identity(), backup_parts=parts)
@@ -289,9 +315,13 @@ def _apply_locked(kube: Kube, plan: Plan, stage: Stage, store: StateStore,
         state.history.append({"at": record.started_at, "by": record.started_by,
                               "event": f"started {stage.name}"})
         store.save(state)
-    writes = run_actions(kube, plan, stage.actions, options=options, reporter=reporter,
-                         known=current)
-    check_i1(kube, plan)
+    try:
+        writes = run_actions(kube, plan, stage.actions, options=options, reporter=reporter,
+                             known=current)
+        check_i1(kube, plan)
+    except MigrateError as error:
+        error.add_note(stopped_half_way(stage.name))
+        raise
     record.status = "applied"
     record.applied_at = now_rfc3339()
     state.history.append({"at": record.applied_at, "by": operator_identity(),

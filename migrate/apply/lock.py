@@ -98,7 +98,9 @@ class MigrationLock:
                 self.kube.patch("coordination.k8s.io/v1", "Lease", LOCK_NAME,
                                 {"spec": {"renewTime": now_rfc3339()}},
                                 namespace=self.namespace)
-            except Exception as error:  # keep trying; the holder sees it at release
+            except Exception as error:  # keep trying until released
+                # Kept for callers to inspect; the lease stays ours as long as one renewal
+                # in every leaseDurationSeconds gets through.
                 self.renew_error = error
 
     def release(self) -> None:

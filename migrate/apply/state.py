@@ -17,10 +17,12 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.kube import Kube, KubeError
+from migrate.errors import ClusterError
+from migrate.kube import Kube
 
 STATE_NAME = "lbmigrate-state"
 BACKUP_PREFIX = "lbmigrate-backup"
+PLAN_PART = "plan"  # the plan is stored as lbmigrate-backup-plan-<n> (no stage has that name)
 STATE_LABELS = {"app.kubernetes.io/managed-by": "lbmigrate"}
 PART_BYTES = 700 * 1024  # a ConfigMap holds at most 1 MiB; stay well below
 Obj = dict[str, Any]
@@ -45,7 +47,7 @@ class StageRecord:
     """One stage's entry in the state."""
 
     name: str
-    status: str  # "in-progress" | "applied"
+    status: str  # "in-progress" | "applied" | "rolling-back"
     started_at: str
     started_by: str
     applied_at: str | None = None
@@ -72,6 +74,8 @@ class MigrationState:
     webhook_bypass: Obj | None = None
     history: list[Obj] = field(default_factory=list)
     resource_version: str | None = None
+    plan_parts: list[str] = field(default_factory=list)
+    """The ConfigMaps holding the plan itself, so a rollback needs no plan file."""
 
     def record(self, name: str) -> StageRecord | None:
         """The record of a stage, if it was started."""
@@ -85,7 +89,7 @@ class MigrationState:
         return {"state.json": json.dumps({
             "planDigest": self.plan_digest, "planFingerprint": self.plan_fingerprint,
             "stages": [s.to_dict() for s in self.stages],
-            "webhookBypass": self.webhook_bypass,
+            "webhookBypass": self.webhook_bypass, "planParts": list(self.plan_parts),
             "history": self.history[-200:],
         }, indent=1, sort_keys=True)}
 
@@ -108,6 +112,7 @@ class StateStore:
             stages=[StageRecord.from_dict(s) for s in data.get("stages") or []],
             webhook_bypass=data.get("webhookBypass"), history=list(data.get("history") or []),
             resource_version=body["metadata"].get("resourceVersion"),
+            plan_parts=list(data.get("planParts") or []),
         )
 
     def save(self, state: MigrationState) -> None:
@@ -126,8 +131,24 @@ class StateStore:
         state.resource_version = created["metadata"].get("resourceVersion")
 
     def delete(self) -> None:
-        """Forget the migration (after a full rollback)."""
+        """Forget the migration (after a full rollback): the state and every backup, including
+        any a failed delete left behind."""
+        selector = ",".join(f"{k}={v}" for k, v in STATE_LABELS.items())
+        backups = [body["metadata"]["name"] for body in self.kube.iter_list(
+            "v1", "ConfigMap", namespace=self.namespace, label_selector=selector)
+            if body["metadata"]["name"].startswith(BACKUP_PREFIX)]
+        self.delete_backup(backups)
         self.kube.delete("v1", "ConfigMap", STATE_NAME, self.namespace)
+
+    # -- the plan --------------------------------------------------------------------------
+    def write_plan(self, plan: Obj) -> list[str]:
+        """Store the plan being applied beside the backups (a lost plan file loses nothing:
+        rollback reads it from here); returns the ConfigMaps' names."""
+        return self.write_backup(PLAN_PART, plan)
+
+    def read_plan(self, state: MigrationState) -> Obj | None:
+        """The plan recorded with the state, or None when none was recorded."""
+        return self.read_backup(state.plan_parts) if state.plan_parts else None
 
     # -- backups ---------------------------------------------------------------------------
     def write_backup(self, stage: str, payload: Obj) -> list[str]:
@@ -153,19 +174,25 @@ class StateStore:
         return names
 
     def read_backup(self, names: list[str]) -> Obj:
-        """A stage's backup, reassembled from its parts."""
+        """A stage's backup, reassembled from its parts (ClusterError naming the missing part
+        and the stage when one was deleted by hand)."""
         blob = b""
         for name in names:
-            body = self.kube.get("v1", "ConfigMap", name, self.namespace)
+            body = self.kube.try_get("v1", "ConfigMap", name, self.namespace)
+            if body is None:
+                stage = name.removeprefix(f"{BACKUP_PREFIX}-").rpartition("-")[0]
+                if stage == PLAN_PART:
+                    raise ClusterError(f"the plan recorded in the cluster is gone (ConfigMap"
+                                       f" {self.namespace}/{name}); give the plan file")
+                raise ClusterError(
+                    f"the backup of stage {stage} is gone (ConfigMap {self.namespace}/{name}"
+                    " was deleted): it cannot be undone automatically. Restore that ConfigMap"
+                    " from a cluster backup, or undo the stage by hand.")
             blob += base64.b64decode((body.get("binaryData") or {}).get("backup.json.gz", ""))
         data = json.loads(gzip.decompress(blob)) if blob else {}
         return data if isinstance(data, dict) else {}
 
     def delete_backup(self, names: list[str]) -> None:
-        """Remove a stage's backup objects."""
+        """Remove a stage's backup objects (those already gone are fine)."""
         for name in names:
-            try:
-                self.kube.delete("v1", "ConfigMap", name, self.namespace)
-            except KubeError as error:
-                if error.status != 404:
-                    raise
+            self.kube.delete("v1", "ConfigMap", name, self.namespace)

@@ -10,7 +10,7 @@ from migrate.model.addresses import AddressRange, cilium_allocatable
 from migrate.model.findings import Finding, Severity, sort_findings
 from migrate.model.kube import METALLB_PREFIXES, Service, metallb_annotation
 from migrate.plan.model import Action, Obj, Plan, Stage, Target, canonical_digest
-from migrate.plan.views import IGNORED_ANNOTATIONS, creatable, ingress_ips, view
+from migrate.plan.views import IGNORED_ANNOTATIONS, creatable, view
 from migrate.sources.snapshot import ClusterSnapshot
 from migrate.translate.translator import ServicePin, Translation
 
@@ -105,13 +105,9 @@ def metallb_pin(service: Service, pin: ServicePin, snapshot: ClusterSnapshot) ->
     return ",".join(pin.ips)
 
 
-def _target(obj: Obj) -> Target:
-    return Target.of(obj)
-
-
 def _scale(obj: Obj, replicas: int, description: str) -> Action:
     return Action(
-        "scale", _target(obj), description, before=view(obj),
+        "scale", Target.of(obj), description, before=view(obj),
         after={"spec": {"replicas": replicas}}, replicas=replicas,
     )
 
@@ -129,9 +125,7 @@ class _Builder:
         self.findings: list[Finding] = [*translation.findings, *extra_findings]
         self.services = {s.key: s for s in snapshot.services}
         self.context: Obj = {}
-        self.pool_advertised_bgp = {
-            name for name in self._bgp_pools()
-        }
+        self.pool_advertised_bgp = self._bgp_pools()
 
     def _bgp_pools(self) -> set[str]:
         names: set[str] = set()
@@ -140,6 +134,17 @@ class _Builder:
                 names.update(p.name for p in self.snapshot.pools)
             names.update(n for n in ad.pool_names if self.snapshot.pool(n))
         return names
+
+    def pinned_metadata(self, pin: ServicePin) -> tuple[dict[str, str], dict[str, str]]:
+        """A Service's annotations and labels once stage 1 has pinned it (what stage 1 writes
+        and what stage 5 starts from)."""
+        service = self.services[pin.key]
+        metadata = service.body.get("metadata") or {}
+        annotations = {**(metadata.get("annotations") or {}), **pin.annotations}
+        metallb_ips = metallb_pin(service, pin, self.snapshot)
+        if metallb_ips:
+            annotations[METALLB_PIN] = metallb_ips
+        return annotations, {**(metadata.get("labels") or {}), **pin.labels}
 
     def error(self, code: str, obj: str, message: str) -> None:
         self.findings.append(Finding(Severity.ERROR, code, obj, None, message))
@@ -163,11 +168,7 @@ class _Builder:
             metadata = body.get("metadata") or {}
             annotations = dict(metadata.get("annotations") or {})
             labels = dict(metadata.get("labels") or {})
-            new_annotations = {**annotations, **pin.annotations}
-            metallb_ips = metallb_pin(service, pin, self.snapshot)
-            if metallb_ips:
-                new_annotations[METALLB_PIN] = metallb_ips
-            new_labels = {**labels, **pin.labels}
+            new_annotations, new_labels = self.pinned_metadata(pin)
             if new_annotations == annotations and new_labels == labels:
                 continue
             patch: Obj = {"metadata": {}}
@@ -211,12 +212,12 @@ class _Builder:
                        " the Deployment to the snapshot.")
         else:
             replicas = int((controller.get("spec") or {}).get("replicas", 1))
-            self.context["metallbController"] = {**_target(controller).to_dict(),
+            self.context["metallbController"] = {**Target.of(controller).to_dict(),
                                                  "replicas": replicas}
             if replicas != 0:
                 actions.append(_scale(controller, 0, f"stop MetalLB's controller (was"
                                       f" {replicas} replica(s))"))
-            actions.append(_wait(_target(controller), "MetalLB's controller has no pods",
+            actions.append(_wait(Target.of(controller), "MetalLB's controller has no pods",
                                  **{"for": "replicas", "replicas": 0, "timeout": 120}))
         return Stage(
             2, "freeze-metallb", "Stop MetalLB's controller",
@@ -239,8 +240,8 @@ class _Builder:
                        " the snapshot.")
             return Stage(3, "ipam-handover", "Create the Cilium pools", "", actions=actions)
         replicas = int((operator.get("spec") or {}).get("replicas", 1))
-        self.context["ciliumOperator"] = {**_target(operator).to_dict(), "replicas": replicas}
-        target = _target(operator)
+        self.context["ciliumOperator"] = {**Target.of(operator).to_dict(), "replicas": replicas}
+        target = Target.of(operator)
         existing = {
             (b.get("metadata") or {}).get("name"): b
             for b in self.snapshot.find("cilium.io/", "CiliumLoadBalancerIPPool")
@@ -326,7 +327,7 @@ class _Builder:
                 after = copy.deepcopy(before)
                 after["spec"]["template"]["spec"]["nodeSelector"][SPEAKER_PAUSE_LABEL] = "true"
                 actions.append(Action(
-                    "patch", _target(speaker), "stop MetalLB's speakers (a legacy"
+                    "patch", Target.of(speaker), "stop MetalLB's speakers (a legacy"
                     " configuration has no L2Advertisement to delete): schedule them on no node",
                     before=before, after=after,
                     patch={"spec": {"template": {"spec": {"nodeSelector": {
@@ -401,17 +402,12 @@ class _Builder:
             if pin.pool in self.pool_advertised_bgp:
                 continue
             body = self.services[pin.key].body
-            annotations = dict((body.get("metadata") or {}).get("annotations") or {})
-            annotations.update(pin.annotations)
-            metallb_ips = metallb_pin(self.services[pin.key], pin, self.snapshot)
-            if metallb_ips:
-                annotations[METALLB_PIN] = metallb_ips
+            annotations, labels = self.pinned_metadata(pin)
             drop = sorted(k for k in annotations if k.startswith(METALLB_PREFIXES))
             if not drop:
                 continue
             before_body = {**body, "metadata": {
-                **(body.get("metadata") or {}), "annotations": annotations,
-                "labels": {**_labels(body), **pin.labels}}}
+                **(body.get("metadata") or {}), "annotations": annotations, "labels": labels}}
             before = view(before_body)
             assert before is not None
             after = {**before, "metadata": {
@@ -529,13 +525,3 @@ def build_plan(snapshot: ClusterSnapshot, translation: Translation, *,
         context=builder.context,
     )
 
-
-def service_ips(objects: Sequence[Obj]) -> dict[str, list[str]]:
-    """namespace/name → ingress IPs for LoadBalancer Services."""
-    out = {}
-    for obj in objects:
-        if (obj.get("spec") or {}).get("type") != "LoadBalancer":
-            continue
-        metadata = obj.get("metadata") or {}
-        out[f"{metadata.get('namespace', 'default')}/{metadata.get('name')}"] = ingress_ips(obj)
-    return out

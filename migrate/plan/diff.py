@@ -56,12 +56,12 @@ def action_changes(action: Action) -> list[Change]:
         changes.append(Change("+", _key(raw), new=value))
     for raw, value in (diff.get("dictionary_item_removed") or {}).items():
         changes.append(Change("-", _key(raw), old=value))
-    for kind in ("values_changed", "type_changes"):
-        for raw in diff.get(kind) or {}:
-            path = _key(raw).split("']")[0]
-            changes.append(Change("~", path, before.get(path), after.get(path)))
-    for kind in ("iterable_item_added", "iterable_item_removed"):
-        for raw in diff.get(kind) or {}:
-            path = _key(raw).split("']")[0]
-            changes.append(Change("~", path, before.get(path), after.get(path)))
+    # A changed list is one leaf: each of its changed items names the same path, shown once.
+    changed = {
+        _key(raw).split("']")[0]
+        for kind in ("values_changed", "type_changes", "iterable_item_added",
+                     "iterable_item_removed")
+        for raw in diff.get(kind) or {}
+    }
+    changes.extend(Change("~", path, before.get(path), after.get(path)) for path in changed)
     return sorted(changes, key=lambda c: c.path)

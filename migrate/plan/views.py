@@ -16,6 +16,15 @@ IGNORED_ANNOTATIONS = (
     "metallb.universe.tf/ip-allocated-from-pool",
     "deployment.kubernetes.io/revision",
 )
+# Spec fields the API server fills from the CRD's ``default:`` when a writer leaves them out.
+# A view drops them when they hold that default: a pool the tool created without ``disabled``
+# reads back with ``disabled: false`` [C1], a MetalLB pool read from files may lack what the
+# live one shows [M10]; neither is a change. (Comparing them as different made a re-run of a
+# half-done ipam-handover refuse every pool it had created as "another content".)
+SERVER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "CiliumLoadBalancerIPPool": {"disabled": False},
+    "IPAddressPool": {"autoAssign": True, "avoidBuggyIPs": False},
+}
 
 
 def _meta(obj: Obj) -> Obj:
@@ -59,7 +68,10 @@ def view(obj: Obj | None) -> Obj | None:
         ]}
     if kind == "ConfigMap":
         return {"metadata": _meta(obj), "data": dict(obj.get("data") or {})}
-    return {"metadata": _meta(obj), "spec": copy.deepcopy(spec)}
+    defaults = SERVER_DEFAULTS.get(str(kind), {})
+    return {"metadata": _meta(obj), "spec": {
+        k: copy.deepcopy(v) for k, v in spec.items() if k not in defaults or defaults[k] != v
+    }}
 
 
 def creatable(obj: Obj) -> Obj:
@@ -77,7 +89,3 @@ def creatable(obj: Obj) -> Obj:
             metadata.pop("annotations")
     return out
 
-
-def same_view(expected: Obj | None, current: Obj | None) -> bool:
-    """True when the current object still matches what the plan expected."""
-    return view(current) == expected if expected is not None else current is None
