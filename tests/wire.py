@@ -140,16 +140,7 @@ class Responder:
 
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream:
-                stream.close()
+        stop_process(self.process)
 
 
 class Wire:
@@ -278,37 +269,47 @@ class Watcher:
 
     def stop(self) -> None:
         """Stop the watcher process."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream:
-                stream.close()
+        stop_process(self.process)
 
 
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def wire() -> Iterator[Wire]:
-    """The session's test wire (3 nodes); skips when it cannot be built here."""
+def stop_process(process: subprocess.Popen[str]) -> None:
+    """Stop a process we started, by its pid (SIGTERM, then SIGKILL), and close its pipes."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for stream in (process.stdout, process.stderr):
+        if stream:
+            stream.close()
+
+
+def built_wire(wire: Wire) -> Iterator[Wire]:
+    """Build a wire for a fixture to yield, skip when namespaces cannot be made, and always
+    tear it down by name."""
     reason = why_no_wire()
     if reason:
         pytest.skip(reason)
-    built = Wire()
     try:
-        built.build()
+        wire.build()
     except subprocess.CalledProcessError as error:
-        built.destroy()
+        wire.destroy()
         pytest.skip(f"cannot build network namespaces here: {error.stderr.strip()}")
     try:
-        yield built
+        yield wire
     finally:
-        built.destroy()
+        wire.destroy()
+
+
+@pytest.fixture(scope="session")
+def wire() -> Iterator[Wire]:
+    """The session's test wire (3 nodes); skips when it cannot be built here."""
+    yield from built_wire(Wire())
 
 
 @pytest.fixture

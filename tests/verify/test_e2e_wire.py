@@ -35,10 +35,10 @@ from tests.wire import (
     Responder,
     Watcher,
     Wire,
+    built_wire,
     python_env,
     run_in_namespace,
     session_prefix,
-    why_no_wire,
 )
 
 __all__ = ["cluster_factory"]
@@ -52,19 +52,7 @@ LAB_NODES = ("cp-1", "worker-1", "worker-2")
 @pytest.fixture
 def lab_wire() -> Iterator[Wire]:
     """A wire of our own: a client namespace and one namespace per lab node."""
-    reason = why_no_wire()
-    if reason:
-        pytest.skip(reason)
-    built = Wire(f"{session_prefix()}e", nodes=len(LAB_NODES))
-    try:
-        built.build()
-    except subprocess.CalledProcessError as error:
-        built.destroy()
-        pytest.skip(f"cannot build network namespaces here: {error.stderr.strip()}")
-    try:
-        yield built
-    finally:
-        built.destroy()
+    yield from built_wire(Wire(f"{session_prefix()}e", nodes=len(LAB_NODES)))
 
 
 def verify_cli(wire: Wire, kubeconfig: Path, plan: Path, *args: str) -> tuple[int, Any, str]:
