@@ -22,6 +22,7 @@ from migrate.preflight.cilium_checks import (
     check_l2_devices,
     check_lb_ipam,
     check_node_labels,
+    check_shared_ip_protocols,
 )
 from migrate.preflight.cluster_checks import (
     check_external_traffic_policy,
@@ -56,6 +57,7 @@ CHECKS: tuple[Callable[[Context], CheckResult], ...] = (
     check_node_labels,
     check_ipv6,
     check_external_traffic_policy,
+    check_shared_ip_protocols,
     check_metallb,
     check_metallb_lb_class,
     check_metallb_frr,

@@ -388,3 +388,61 @@ def check_ipv6(ctx: Context) -> CheckResult:
     )
 
 
+
+
+def _shared_port_clashes(ctx: Context) -> list[str]:
+    """Sharers of one IP that use one port number under different protocols (TCP/53 + UDP/53)."""
+    by_ip: dict[str, list[Any]] = defaultdict(list)
+    for service in ctx.served:
+        for ip in service.ingress_ips:
+            by_ip[ip].append(service)
+    clashes = []
+    for ip, services in sorted(by_ip.items()):
+        if len(services) < 2:
+            continue
+        protocols: dict[int, set[str]] = defaultdict(set)
+        for service in services:
+            for protocol, number in service.ports:
+                protocols[number].add(protocol)
+        for number, seen in sorted(protocols.items()):
+            if len(seen) > 1:
+                names = ", ".join(sorted(s.key for s in services))
+                clashes.append(f"{ip} ({names}: port {number} on {'/'.join(sorted(seen))})")
+    return clashes
+
+
+def check_shared_ip_protocols(ctx: Context) -> CheckResult:
+    """Sharers of an IP may use one port number on TCP and UDP only if LB-IPAM tells the
+    protocols apart: Cilium 1.17+ with protocol differentiation (``bpf-lb-proto-diff``, on by
+    default, always on from 1.19) [C1.2]. Otherwise LB-IPAM gives one sharer another IP."""
+    name = "shared-ip-protocols"
+    clashes = _shared_port_clashes(ctx)
+    if not clashes:
+        return CheckResult(name, OK, "No shared IP uses one port number on two protocols.")
+    setting = ctx.setting("bpf-lb-proto-diff")
+    newer = ctx.at_least((1, 17))
+    listed = "; ".join(clashes[:5])
+    field = "data.bpf-lb-proto-diff"
+    if newer is None:
+        return CheckResult(
+            name, WARNING, f"Shared IPs use one port number on two protocols: {listed}; the"
+            " Cilium version is unknown.", "Make sure Cilium is 1.17 or newer with"
+            " loadBalancer.protocolDifferentiation.enabled (the default).",
+            obj=ctx.cilium.config_obj, field=field)
+    if newer and setting != "false":
+        return CheckResult(
+            name, OK, f"Shared IPs use one port number on two protocols ({listed}); Cilium"
+            " tells the protocols apart.", obj=ctx.cilium.config_obj, field=field)
+    if not newer:
+        return CheckResult(
+            name, ERROR, f"Shared IPs use one port number on two protocols: {listed}. Cilium"
+            f" {version_text(ctx.version) if ctx.version else ''} tells ports apart by number"
+            " only, so LB-IPAM would give one of the sharers another IP [C1.2].",
+            "Upgrade Cilium to 1.17 or newer before migrating.", obj=ctx.cilium.config_obj,
+            field=field)
+    return helm_result(
+        name, ERROR, f"Shared IPs use one port number on two protocols: {listed}, and"
+        " bpf-lb-proto-diff is 'false': LB-IPAM would give one of the sharers another IP"
+        " [C1.2].", "Turn protocol differentiation back on (Helm values below) and restart"
+        " Cilium.", {"loadBalancer": {"protocolDifferentiation": {"enabled": True}}}, ctx, field,
+    )

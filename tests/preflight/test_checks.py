@@ -65,6 +65,10 @@ CASES = [
          ("kubectl get ciliumnodes",)),
     Case("ipv6-pool", "ipv6", E, ("lan6", "Cilium 1.18 answers no NDP"),
          ("Upgrade Cilium to 1.19",)),
+    Case("shared-ip-proto-diff-off", "shared-ip-protocols", E,
+         ("192.168.10.70", "dns/dns-tcp, dns/dns-udp", "port 53 on TCP/UDP",
+          "bpf-lb-proto-diff is 'false'"),
+         ("protocol differentiation",), ("protocolDifferentiation:", "enabled: true")),
     Case("etp-local", "external-traffic-policy", W, ("web/site",), ("Switch them to Cluster",),
          ("kubectl -n web patch service site",)),
     Case("metallb-0.13", "metallb", W, ("MetalLB 0.13.12", "re-adopt"),
@@ -361,3 +365,19 @@ def test_snippets_come_in_the_order_to_apply_them() -> None:
     report = run_preflight(scenarios.snapshot(docs))
     assert [title for title, _ in report.snippet_blocks] == [
         "Cilium Helm values", "talos", "kube-proxy"]
+
+
+def test_before_117_shared_tcp_and_udp_on_one_port_blocks() -> None:
+    docs = scenarios.documents("shared-ip-proto-diff-off")
+    agent = next(d for d in docs if d["kind"] == "DaemonSet" and d["metadata"]["name"] == "cilium")
+    agent["spec"]["template"]["spec"]["containers"][0]["image"] = "quay.io/cilium/cilium:v1.16.9"
+    check = run_preflight(scenarios.snapshot(docs)).check("shared-ip-protocols")
+    assert check.severity == E
+    assert "by number only" in check.found and "Upgrade Cilium to 1.17" in check.remedy
+
+
+def test_shared_tcp_and_udp_pass_with_protocol_differentiation() -> None:
+    docs = scenarios.documents("shared-ip-proto-diff-off")
+    del next(d for d in docs if d["kind"] == "ConfigMap"
+             and d["metadata"]["name"] == "cilium-config")["data"]["bpf-lb-proto-diff"]
+    assert run_preflight(scenarios.snapshot(docs)).check("shared-ip-protocols").ok

@@ -24,6 +24,7 @@ HELM_TO_CONFIG = {
     ("devices",): "devices",
     ("defaultLBServiceIPAM",): "default-lb-service-ipam",
     ("enableLBIPAM",): "enable-lb-ipam",
+    ("loadBalancer", "protocolDifferentiation", "enabled"): "bpf-lb-proto-diff",
 }
 
 
@@ -61,6 +62,7 @@ HELM_CASES = {
     "default-ipam-nodeipam": "default-lb-service-ipam",
     "rate-limit-low": "client-rate-limit",
     "device-missing": "l2-devices",
+    "shared-ip-proto-diff-off": "shared-ip-protocols",
 }
 
 
@@ -81,12 +83,13 @@ def test_helm_values_make_the_check_pass(scenario: str) -> None:
 
 
 def test_one_values_file_fixes_every_config_check_at_once() -> None:
-    docs = scenarios.documents()
+    docs = scenarios.documents("shared-ip-proto-diff-off")
     data = scenarios.cilium_config(docs)
     data.clear()
     data.update({"kube-proxy-replacement": "false", "enable-lb-ipam": "false",
                  "default-lb-service-ipam": "none", "devices": "eth0",
-                 "k8s-client-qps": "0.1", "k8s-client-burst": "1"})
+                 "k8s-client-qps": "0.1", "k8s-client-burst": "1",
+                 "bpf-lb-proto-diff": "false"})
     report = run_preflight(scenarios.snapshot(docs))
     failing = {c.name for c in report.checks if not c.ok}
     assert failing == set(HELM_CASES.values())
