@@ -88,6 +88,43 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+def _cluster_options(function: Any) -> Any:
+    """--kubeconfig, --context and --state-namespace, shared by the commands that talk to a
+    cluster."""
+    function = click.option("--state-namespace", default="kube-system", show_default=True,
+                            help="Namespace of migrate's state ConfigMap and lock Lease.")(
+        function)
+    function = click.option("--context", "kube_context", default=None,
+                            help="kubeconfig context to use.")(function)
+    function = click.option("--kubeconfig", default=None, type=click.Path(),
+                            help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or"
+                                 " in-cluster).")(function)
+    return function
+
+
+def _kube(kubeconfig: str | None, kube_context: str | None) -> Any:
+    from migrate.kube import Kube
+
+    return Kube.from_kubeconfig(kubeconfig, kube_context)
+
+
+class _ConsoleReporter:
+    """Progress of apply and rollback on stderr."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str, int, int] | None = None
+
+    def event(self, message: str) -> None:
+        click.echo(f"  {message}", err=True)
+
+    def progress(self, description: str, done: int, total: int) -> None:
+        if self._last != (description, done, total):
+            self._last = (description, done, total)
+            width = 30
+            filled = width * done // total if total else width
+            click.echo(f"    [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", err=True)
+
+
 @main.command()
 @click.option(
     "-f", "--filename", "paths", multiple=True, type=click.Path(),
@@ -200,11 +237,7 @@ def preflight(
 @click.option("--plan", "plan_path", type=click.Path(exists=True), default=None,
               help="A plan saved by migrate plan --out: check the cluster against it (and, with"
                    " --arp, probe its IPs).")
-@click.option("--kubeconfig", default=None, type=click.Path(),
-              help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).")
-@click.option("--context", "kube_context", default=None, help="kubeconfig context to use.")
-@click.option("--state-namespace", default="kube-system", show_default=True,
-              help="Namespace of migrate's state ConfigMap.")
+@_cluster_options
 @click.option("--arp", is_flag=True, help="Probe the IPs over ARP (needs CAP_NET_RAW).")
 @click.option("--interface", metavar="IF", help="Interface to probe on; nothing is sent elsewhere.")
 @click.option("--ip", "ip_specs", multiple=True, metavar="IP|CIDR|A-B",
@@ -245,7 +278,8 @@ def verify(
     plan's IPv4 ones, or --ip) answered by exactly one MAC, that of the lease holder (after
     cutover) or of MetalLB's announcing node (before). Exits 4 when anything fails.
     """
-    from migrate.verify import render_tables, run_verify
+    from migrate.render import verify_tables
+    from migrate.verify import run_verify
     from migrate.verify.arp import node_pairs
 
     if not (plan_path or ip_specs or failover_service):
@@ -279,46 +313,9 @@ def verify(
 
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
-        render_tables(result)
+        verify_tables(result)
     if result.problems:
         raise VerificationError("; ".join(result.problems))
-
-
-def _cluster_options(function: Any) -> Any:
-    """--kubeconfig, --context and --state-namespace, shared by the commands that talk to a
-    cluster."""
-    function = click.option("--state-namespace", default="kube-system", show_default=True,
-                            help="Namespace of migrate's state ConfigMap and lock Lease.")(
-        function)
-    function = click.option("--context", "kube_context", default=None,
-                            help="kubeconfig context to use.")(function)
-    function = click.option("--kubeconfig", default=None, type=click.Path(),
-                            help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or"
-                                 " in-cluster).")(function)
-    return function
-
-
-def _kube(kubeconfig: str | None, kube_context: str | None) -> Any:
-    from migrate.kube import Kube
-
-    return Kube.from_kubeconfig(kubeconfig, kube_context)
-
-
-class _ConsoleReporter:
-    """Progress of apply and rollback on stderr."""
-
-    def __init__(self) -> None:
-        self._last: tuple[str, int, int] | None = None
-
-    def event(self, message: str) -> None:
-        click.echo(f"  {message}", err=True)
-
-    def progress(self, description: str, done: int, total: int) -> None:
-        if self._last != (description, done, total):
-            self._last = (description, done, total)
-            width = 30
-            filled = width * done // total if total else width
-            click.echo(f"    [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", err=True)
 
 
 @main.command()

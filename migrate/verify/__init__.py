@@ -1,8 +1,8 @@
 """``migrate verify``: API checks, ARP on the wire, and a forced failover.
 
 ``run_verify`` combines the parts the command asks for into one ``VerifyResult`` (JSON via
-``to_json``, a table via ``render_tables``): ``api.verify_api`` (the cluster against the
-plan), ``arp.verify_arp`` held to the announcers the API names (``api.match_announcers``, I2)
+``to_json``, tables via ``migrate.render.verify_tables``): ``api.verify_api`` (the cluster
+against the plan), ``arp.verify_arp`` held to the announcers the API names (``api.match_announcers``, I2)
 and ``failover.run_failover``. Imports are lazy so that ``python -m migrate.verify.arp`` and
 the CLI start fast.
 """
@@ -10,7 +10,7 @@ the CLI start fast.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from migrate.kube import Kube
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from migrate.verify.api import AnnouncerMatch, ApiReport
     from migrate.verify.failover import FailoverReport
 
-__all__ = ["VerifyResult", "render_tables", "run_verify"]
+__all__ = ["VerifyResult", "run_verify"]
 
 
 class VerifyResult:
@@ -125,57 +125,3 @@ def _probe(result: VerifyResult, plan: Plan | None, interface: str, ip_specs: Se
         suffix = ", the expected node's" if result.api is not None else ""
         result.problems.append(f"{failed} of {len(result.arp)} IPs are not answered by exactly"
                                f" one MAC{suffix}")
-
-
-def render_tables(result: VerifyResult, file: IO[str] | None = None) -> None:
-    """Print the result as tables (rich) on ``file`` (stdout by default)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(file=file)
-    if result.api is not None:
-        table = Table("check", "object", "status", "detail",
-                      title=f"API checks ({result.api.phase} announces)")
-        for check in result.api.checks:
-            table.add_row(check.name, check.subject,
-                          f"[{'green' if check.ok else 'red'}]{check.status}", check.detail)
-        console.print(table)
-    if result.arp:
-        colours = {"ok": "green", "conflict": "red", "silent": "yellow"}
-        columns = ["IP", "status", "MACs", "nodes"]
-        if result.api is not None:
-            columns += ["expected", "announcer"]
-        table = Table(*columns, title=f"ARP on {result.interface}")
-        for row in result.arp:
-            entry = row.entry
-            cells = [str(entry.ip), f"[{colours[entry.status]}]{entry.status}",
-                     " ".join(entry.macs) or "-", " ".join(entry.nodes) or "-"]
-            if result.api is not None:
-                cells += [" ".join(row.expected) or "-",
-                          f"[{'green' if row.ok else 'red'}]{row.detail}"]
-            table.add_row(*cells)
-        console.print(table)
-    if result.not_probed:
-        console.print(f"Not probed over ARP (IPv6): {', '.join(result.not_probed)}",
-                      highlight=False)
-    if result.failover is not None:
-        console.print("\n".join(_failover_lines(result.failover)), highlight=False)
-
-
-def _failover_lines(report: FailoverReport) -> list[str]:
-    lines = [
-        f"Failover of {report.service}: {'ok' if report.ok else 'FAILED'}",
-        f"  deleted pod {report.pod}",
-        f"  lease: {report.old_holder} -> {report.new_holder or '(not moved)'}"
-        + (f" after {report.lease_seconds:.1f}s" if report.lease_seconds is not None else ""),
-    ]
-    if report.wire:
-        lines.append(
-            f"  ARP: {' '.join(report.old_macs) or '-'} -> {' '.join(report.new_macs) or '-'}"
-            + (f" ({', '.join(report.new_mac_nodes)})" if report.new_mac_nodes else "")
-            + (f" after {report.wire_seconds:.1f}s" if report.wire_seconds is not None else ""))
-        lines.append(f"  gratuitous ARP: {'seen' if report.gratuitous else 'not seen'};"
-                     f" longest silence {report.silent_seconds:.1f}s;"
-                     f" rounds with two MACs: {report.conflict_rounds}")
-    lines += [f"  problem: {problem}" for problem in report.problems]
-    return lines
