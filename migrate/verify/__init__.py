@@ -2,9 +2,9 @@
 
 ``run_verify`` combines the parts the command asks for into one ``VerifyResult`` (JSON via
 ``to_json``, tables via ``migrate.render.verify_tables``): ``api.verify_api`` (the cluster
-against the plan), ``arp.verify_arp`` held to the announcers the API names (``api.match_announcers``, I2)
-and ``failover.run_failover``. Imports are lazy so that ``python -m migrate.verify.arp`` and
-the CLI start fast.
+against the plan), ``arp.verify_arp`` held to the announcers the API names
+(``api.match_announcers``, I2) and ``failover.run_failover``. Imports are lazy so that
+``python -m migrate.verify.arp`` and the CLI start fast.
 """
 
 from __future__ import annotations
