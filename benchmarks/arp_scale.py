@@ -69,6 +69,24 @@ def cli_has_verify() -> bool:
     return probe.returncode == 0 and "--arp" in probe.stdout
 
 
+def installed_cli(folder: Path) -> str | None:
+    """The `migrate` command of a regular install (a venv sharing this interpreter's packages,
+    the project installed from this checkout without its dependencies): how users run it,
+    with bytecode compiled at install and no editable-checkout finder on the import path."""
+    venv = folder / "venv"
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                       check=True, capture_output=True, timeout=120)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps",
+                        "--no-build-isolation", str(repo)],
+                       check=True, capture_output=True, timeout=300)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+        print(f"could not install the package in a venv ({error}); measuring the checkout only")
+        return None
+    return str(venv / "bin" / "migrate")
+
+
 def main() -> int:
     """Build, measure, print, tear down."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -106,13 +124,22 @@ def main() -> int:
             OURS_TUNED: (wire.prober_argv([f"--ip={spec}", "--quiet", "0.01"]), count_ours),
         }
         if cli_has_verify():
-            contenders["migrate verify --arp"] = (
+            contenders["migrate verify --arp (checkout)"] = (
                 wire.exec_argv(wire.client, [
                     sys.executable, "-m", "migrate.cli", "verify", "--arp",
                     "--interface", INTERFACE, "--ip", spec, "-o", "json",
                 ]),
                 count_ours,
             )
+            installed = installed_cli(folder)
+            if installed:
+                contenders["migrate verify --arp (pip installed)"] = (
+                    wire.exec_argv(wire.client, [
+                        installed, "verify", "--arp", "--interface", INTERFACE, "--ip", spec,
+                        "-o", "json",
+                    ]),
+                    count_ours,
+                )
         if shutil.which("arp-scan"):
             contenders[ARP_SCAN] = (
                 wire.exec_argv(wire.client, [

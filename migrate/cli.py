@@ -278,7 +278,6 @@ def verify(
     plan's IPv4 ones, or --ip) answered by exactly one MAC, that of the lease holder (after
     cutover) or of MetalLB's announcing node (before). Exits 4 when anything fails.
     """
-    from migrate.render import verify_tables
     from migrate.verify import run_verify
     from migrate.verify.arp import node_pairs
 
@@ -313,6 +312,8 @@ def verify(
 
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
+        from migrate.render import verify_tables
+
         verify_tables(result)
     if result.problems:
         raise VerificationError("; ".join(result.problems))
