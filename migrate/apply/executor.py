@@ -7,6 +7,7 @@ keeps its IPs) after every wait and at the end.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -196,12 +197,14 @@ def _independent(action: Action) -> bool:
 
 
 def run_actions(kube: Kube, plan: Plan, actions: list[Action], *, options: ApplyOptions,
-                reporter: Reporter, known: dict[str, Obj | None] | None = None) -> int:
+                reporter: Reporter, known: dict[str, Obj | None] | None = None,
+                guard: Callable[[], None] = lambda: None) -> int:
     """Run actions in order; runs of independent Service patches go ``concurrency`` at a time.
 
     The first error stops the stage (outstanding writes finish first, so the state on the
     server is one the next run can resume from). ``known`` holds objects read at the start of
     the stage, used for the independent patches (nothing else writes those Services).
+    ``guard`` runs before each write (or batch of writes): it raises when the lock was lost.
     """
     known = known or {}
     writes = 0
@@ -211,6 +214,7 @@ def run_actions(kube: Kube, plan: Plan, actions: list[Action], *, options: Apply
         while end < len(actions) and _independent(actions[end]):
             end += 1
         batch = actions[index:end]
+        guard()
         if len(batch) > 1 and options.concurrency > 1:
             with ThreadPoolExecutor(max_workers=options.concurrency) as pool:
                 futures = [pool.submit(run_action, kube, plan, action,
@@ -270,12 +274,13 @@ def apply_stage(kube: Kube, plan: Plan, selector: str | int, *,
                            + "; ".join(errors))
     store = StateStore(kube, options.state_namespace)
     with held_lock(kube, options.state_namespace, enabled=not options.dry_run,
-                   duration=options.lock_duration):
-        return _apply_locked(kube, plan, stage, store, options, reporter)
+                   duration=options.lock_duration) as guard:
+        return _apply_locked(kube, plan, stage, store, options, reporter, guard)
 
 
 def _apply_locked(kube: Kube, plan: Plan, stage: Stage, store: StateStore,
-                  options: ApplyOptions, reporter: Reporter) -> StageResult:
+                  options: ApplyOptions, reporter: Reporter,
+                  guard: Callable[[], None]) -> StageResult:
     from migrate.apply.rollback import restore_webhook_bypass
 
     state = store.load()
@@ -317,7 +322,7 @@ def _apply_locked(kube: Kube, plan: Plan, stage: Stage, store: StateStore,
         store.save(state)
     try:
         writes = run_actions(kube, plan, stage.actions, options=options, reporter=reporter,
-                             known=current)
+                             known=current, guard=guard)
         check_i1(kube, plan)
     except MigrateError as error:
         error.add_note(stopped_half_way(stage.name))

@@ -7,7 +7,8 @@ import contextlib
 import datetime as _dt
 import secrets
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 from migrate.apply.state import STATE_LABELS, now_rfc3339, operator_identity
@@ -54,6 +55,8 @@ class MigrationLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.renew_error: Exception | None = None
+        self.lost = False
+        self._renewed = time.monotonic()
 
     def _body(self, resource_version: str | None) -> Obj:
         now = now_rfc3339()
@@ -87,6 +90,7 @@ class MigrationLock:
                     "another migrate run took the lock at the same moment; try again"
                 ) from None
             raise
+        self._renewed = time.monotonic()
         self._stop.clear()
         self._thread = threading.Thread(target=self._renew, name="lbmigrate-lock",
                                         daemon=True)
@@ -95,23 +99,46 @@ class MigrationLock:
     def _renew(self) -> None:
         while not self._stop.wait(self.duration / 3):
             try:
-                self.kube.patch("coordination.k8s.io/v1", "Lease", LOCK_NAME,
-                                {"spec": {"renewTime": now_rfc3339()}},
-                                namespace=self.namespace)
-            except Exception as error:  # keep trying until released
-                # Kept for callers to inspect; the lease stays ours as long as one renewal
-                # in every leaseDurationSeconds gets through.
+                # Renew only while the lease is still ours: after an expiry another run may
+                # hold it, and a blind write would take it back from under that run.
+                self.kube.patch("coordination.k8s.io/v1", "Lease", LOCK_NAME, [
+                    {"op": "test", "path": "/spec/holderIdentity", "value": self.identity},
+                    {"op": "replace", "path": "/spec/renewTime", "value": now_rfc3339()},
+                ], namespace=self.namespace, json_patch=True)
+                self._renewed = time.monotonic()
+            except KubeError as error:
                 self.renew_error = error
+                if error.status == 422:  # the test failed: someone else holds the lease
+                    self.lost = True
+                    return
+            except Exception as error:  # keep trying; check() tells when it is too late
+                self.renew_error = error
+
+    def check(self) -> None:
+        """Raise BlockedError when the lock may no longer be ours (taken over, or not renewed
+        for a whole lease duration): a run stops rather than write beside another."""
+        stale = time.monotonic() - self._renewed > self.duration
+        if self.lost or stale:
+            why = "another run holds it now" if self.lost else (
+                f"it could not be renewed for {self.duration}s ({self.renew_error})")
+            raise BlockedError(f"lost the migration lock: {why}; stopped before the next write."
+                               " Run the same command again to resume.")
 
     def release(self) -> None:
         """Stop renewing and free the lock."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        with contextlib.suppress(KubeError):  # if this fails the lock expires on its own
-            self.kube.patch("coordination.k8s.io/v1", "Lease", LOCK_NAME,
-                            {"spec": {"holderIdentity": None, "renewTime": None}},
-                            namespace=self.namespace)
+        if self.lost:
+            return  # another run holds it now: leave its lease alone
+        # Free it only if it is still ours (the test fails, 422, when another run took it);
+        # if this fails for another reason the lock expires on its own.
+        with contextlib.suppress(KubeError):
+            self.kube.patch("coordination.k8s.io/v1", "Lease", LOCK_NAME, [
+                {"op": "test", "path": "/spec/holderIdentity", "value": self.identity},
+                {"op": "remove", "path": "/spec/holderIdentity"},
+                {"op": "remove", "path": "/spec/renewTime"},
+            ], namespace=self.namespace, json_patch=True)
 
     def __enter__(self) -> MigrationLock:
         self.acquire()
@@ -123,11 +150,14 @@ class MigrationLock:
 
 
 @contextlib.contextmanager
-def held_lock(kube: Kube, namespace: str, *, enabled: bool, duration: int) -> Iterator[None]:
-    """Hold the migration lock inside the block (no lock at all when ``enabled`` is False,
-    as for a dry run, which writes nothing)."""
+def held_lock(kube: Kube, namespace: str, *, enabled: bool, duration: int) -> Iterator[
+    Callable[[], None]
+]:
+    """Hold the migration lock inside the block and yield a guard to call before each write
+    (it raises when the lock was lost). No lock at all when ``enabled`` is False, as for a dry
+    run, which writes nothing."""
     if not enabled:
-        yield
+        yield lambda: None
         return
-    with MigrationLock(kube, namespace, duration=duration):
-        yield
+    with MigrationLock(kube, namespace, duration=duration) as lock:
+        yield lock.check

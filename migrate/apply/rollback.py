@@ -22,7 +22,7 @@ before make again, so there are never two announcers (I2).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -313,8 +313,8 @@ def rollback(kube: Kube, plan: Plan | None, *, to: str | int | None = None,
                                " the plan file it was applied with (--plan)")
     floor = plan.stage(to).number if to is not None else 0
     with held_lock(kube, options.state_namespace, enabled=not options.dry_run,
-                   duration=options.lock_duration):
-        return _rollback_locked(kube, plan, floor, store, options, reporter)
+                   duration=options.lock_duration) as guard:
+        return _rollback_locked(kube, plan, floor, store, options, reporter, guard)
 
 
 def _undo_recorded(kube: Kube, plan: Plan, store: StateStore, state: MigrationState,
@@ -343,7 +343,8 @@ def _undo_recorded(kube: Kube, plan: Plan, store: StateStore, state: MigrationSt
 
 
 def _rollback_locked(kube: Kube, plan: Plan, floor: int, store: StateStore,
-                     options: ApplyOptions, reporter: Reporter) -> RollbackResult:
+                     options: ApplyOptions, reporter: Reporter,
+                     guard: Callable[[], None]) -> RollbackResult:
     state = store.load()
     if state.webhook_bypass and not options.dry_run:
         restore_webhook_bypass(kube, store, state, reporter)
@@ -365,6 +366,7 @@ def _rollback_locked(kube: Kube, plan: Plan, floor: int, store: StateStore,
             result.undone.append(record.name)
             continue
         try:
+            guard()  # stop before undoing a stage if the lock is no longer ours
             _undo_recorded(kube, plan, store, state, record, undo, backup)
         except MigrateError as error:
             error.add_note(

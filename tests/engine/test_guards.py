@@ -143,3 +143,40 @@ def test_two_concurrent_applies_one_is_refused(cluster_factory: ClusterFactory) 
         thread.join(timeout=60)
     assert sorted(o.split(":")[0] for o in outcomes) == ["applied", "refused"], outcomes
     assert any("holds the lock" in o or "same moment" in o for o in outcomes)
+
+
+def _steal_lock(cluster: object, holder: str) -> None:
+    store = cluster.store  # type: ignore[attr-defined]
+    lease = store.get("coordination.k8s.io", "Lease", "lbmigrate-lock", "kube-system")
+    lease["spec"]["holderIdentity"] = holder
+    lease["metadata"].pop("resourceVersion")
+    store.update(lease)
+
+
+def test_a_lost_lock_stops_apply_before_the_next_write(cluster_factory: ClusterFactory) -> None:
+    import threading
+    import time
+
+    from migrate.lab.faults import FaultRule
+
+    cluster = cluster_factory("guide-single-pool")
+    plan = make_plan(read_live(cluster.kube))
+    # Each Service patch takes 0.6 s; the lock (1 s, renewed every 1/3 s) is taken by another
+    # run after the first patch.
+    cluster.server.faults.add(FaultRule(verb="patch", resource="services", delay=0.6))
+    stealer = threading.Timer(0.9, _steal_lock, args=(cluster, "bob@desk (pid 7) run abc"))
+    stealer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(BlockedError, match="lost the migration lock"):
+            apply_stage(cluster.kube, plan, "pin",
+                        options=fast_options(concurrency=1, lock_duration=1))
+    finally:
+        stealer.cancel()
+        cluster.server.faults.clear()
+    assert time.monotonic() - started < 10
+    pinned = [s for s in cluster.store.list("", "Service")
+              if "lbipam.cilium.io/ips" in (s["metadata"].get("annotations") or {})]
+    assert 0 < len(pinned) < 3, "stopped between writes, after the lock was lost"
+    lease = cluster.store.get("coordination.k8s.io", "Lease", "lbmigrate-lock", "kube-system")
+    assert lease["spec"]["holderIdentity"] == "bob@desk (pid 7) run abc", "not taken back"
