@@ -462,6 +462,8 @@ def builtin_crds() -> list[Obj]:
         ("ServiceL2Status", "servicel2statuses", ["v1beta1"], "v1beta1", _OPEN),
         ("ServiceBGPStatus", "servicebgpstatuses", ["v1beta1"], "v1beta1", _OPEN),
         ("ConfigurationState", "configurationstates", ["v1beta1"], "v1beta1", _OPEN),
+        # Removed in MetalLB 0.14.3; still served by the lab to rehearse older installs.
+        ("AddressPool", "addresspools", ["v1alpha1", "v1beta1"], "v1beta1", _OPEN),
     ]
     cilium: list[tuple[str, str, list[str], str, Obj, list[str]]] = [
         ("CiliumLoadBalancerIPPool", "ciliumloadbalancerippools", ["v2alpha1", "v2"], "v2",

@@ -26,6 +26,7 @@ METALLB_KINDS = [
     ("metallb.io/v1beta1", "BFDProfile"),
     ("metallb.io/v1beta1", "Community"),
     ("metallb.io/v1beta1", "ServiceL2Status"),
+    ("metallb.io/v1beta1", "AddressPool"),  # MetalLB 0.13 to 0.14.2 only
 ]
 METALLB_SELECTORS = ("app.kubernetes.io/name=metallb", "app=metallb")
 
