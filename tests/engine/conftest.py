@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from migrate.kube import Kube, RetryPolicy
 from migrate.lab.models import Controllers, build_controllers
 from migrate.lab.server import LabServer
 from migrate.lab.store import Clock, Store
+from migrate.plan.views import ingress_ips
 from tests.conftest import TESTDATA
 
 CLUSTERS = TESTDATA / "clusters"
@@ -42,6 +43,20 @@ class Cluster:
         while time.monotonic() < deadline:
             self.controllers.run_until_idle()
             time.sleep(0.02)
+
+    def assert_ips_kept(self, expected: Mapping[str, list[str]], *, now: bool = True) -> None:
+        """I1 as the lab saw it: no status write ever changed or emptied one of these Services'
+        IPs, and (``now``) each has exactly them at this moment."""
+        for write in self.store.status_writes:
+            key = f"{write.namespace}/{write.name}"
+            if key in expected and write.before:
+                assert sorted(write.after) == sorted(expected[key]), write
+        if not now:
+            return
+        services = {f"{s['metadata']['namespace']}/{s['metadata']['name']}": s
+                    for s in self.store.list("", "Service")}
+        for key, ips in expected.items():
+            assert ingress_ips(services[key]) == ips, key
 
     def stop(self) -> None:
         self._stop.set()

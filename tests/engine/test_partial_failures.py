@@ -21,7 +21,6 @@ from migrate.kube import resource
 from migrate.lab.faults import FaultRule
 from migrate.plan.api import make_plan, save_plan
 from migrate.plan.model import Action, Plan
-from migrate.plan.views import ingress_ips
 from migrate.sources.live import read_live
 from tests.engine.conftest import Cluster, ClusterFactory, fast_options
 from tests.engine.test_rollback import cluster_objects
@@ -87,17 +86,6 @@ def _fault_on(action: Action, status: int, nth_create: int = 1) -> FaultRule:
                      status=status)
 
 
-def _assert_no_ip_ever_changed(cluster: Cluster, plan: Plan) -> None:
-    for write in cluster.store.status_writes:
-        key = f"{write.namespace}/{write.name}"
-        if key in plan.expected_ips and write.before:
-            assert sorted(write.after) == sorted(plan.expected_ips[key]), write
-    services = {f"{s['metadata']['namespace']}/{s['metadata']['name']}": s
-                for s in cluster.store.list("", "Service")}
-    for key, ips in plan.expected_ips.items():
-        assert ingress_ips(services[key]) == ips, key
-
-
 def _replicas(cluster: Cluster) -> dict[str, int]:
     out = {}
     for name, namespace in (("controller", "metallb-system"), ("cilium-operator", "kube-system")):
@@ -113,7 +101,7 @@ def _assert_restored(cluster: Cluster, plan: Plan, before: dict[str, dict[str, o
     assert sorted(after) == sorted(before)
     for key in before:
         assert after[key] == before[key], key
-    _assert_no_ip_ever_changed(cluster, plan)
+    cluster.assert_ips_kept(plan.expected_ips)
     assert _replicas(cluster) == replicas
     assert cluster.store.try_get("", "ConfigMap", "lbmigrate-state", "kube-system") is None
     assert not [cm for cm in cluster.store.list("", "ConfigMap", "kube-system")
@@ -212,7 +200,7 @@ def test_a_rollback_that_fails_half_way_is_finished_by_a_second_one(
     assert rule.fired, "the fault must have hit the rollback"
     assert "run `migrate rollback` again" in " ".join(getattr(failure.value, "__notes__", []))
     cluster.server.faults.clear()
-    _assert_no_ip_ever_changed(cluster, plan)
+    cluster.assert_ips_kept(plan.expected_ips)
     cluster.settle(0.1)
     rollback(cluster.kube, plan, options=fast_options())
     _assert_restored(cluster, plan, before, replicas)
@@ -268,7 +256,7 @@ def test_a_stage_left_half_undone_is_not_reported_as_applied(
                                                                 "CiliumLoadBalancerIPPool")}
     assert pools == {"dns", "general", "reserved"}
     apply_stage(cluster.kube, plan, "l2-cutover", options=fast_options())
-    _assert_no_ip_ever_changed(cluster, plan)
+    cluster.assert_ips_kept(plan.expected_ips)
 
 
 def test_a_rerun_finishes_ipam_handover_after_the_operator_restart_failed(
@@ -287,7 +275,7 @@ def test_a_rerun_finishes_ipam_handover_after_the_operator_restart_failed(
     again = apply_stage(cluster.kube, plan, "ipam-handover", options=fast_options())
     assert again.outcome == "applied" and again.writes == 1
     assert _replicas(cluster)["cilium-operator"] == replicas["cilium-operator"]
-    _assert_no_ip_ever_changed(cluster, plan)
+    cluster.assert_ips_kept(plan.expected_ips)
 
 
 def test_the_cli_says_how_to_get_out_of_a_stage_that_stopped_half_way(

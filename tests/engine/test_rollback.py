@@ -11,7 +11,6 @@ from migrate.apply.executor import apply_stage
 from migrate.apply.rollback import rollback
 from migrate.plan.api import make_plan
 from migrate.plan.model import STAGE_NAMES
-from migrate.plan.views import ingress_ips
 from migrate.sources.live import read_live
 from tests.engine.conftest import SCENARIOS, Cluster, ClusterFactory, fast_options
 
@@ -78,12 +77,5 @@ def test_rollback_after_stage_restores_the_cluster(cluster_factory: ClusterFacto
     assert sorted(after) == sorted(before)
     for key in before:
         assert after[key] == before[key], key
-    for write in cluster.store.status_writes:
-        key = f"{write.namespace}/{write.name}"
-        if key in plan.expected_ips and write.before:
-            assert sorted(write.after) == sorted(plan.expected_ips[key]), write
-    services = {f"{s['metadata']['namespace']}/{s['metadata']['name']}": s
-                for s in cluster.store.list("", "Service")}
-    for key, ips in plan.expected_ips.items():
-        assert ingress_ips(services[key]) == ips
+    cluster.assert_ips_kept(plan.expected_ips)
     assert cluster.store.try_get("", "ConfigMap", "lbmigrate-state", "kube-system") is None
