@@ -6,43 +6,12 @@ Imports of the library happen inside each command so that every command starts f
 from __future__ import annotations
 
 import sys
-import traceback
 from typing import Any
 
 import click
 
-from migrate.errors import (
-    BlockedError,
-    CapabilityError,
-    ClusterError,
-    InputError,
-    MigrateError,
-    NothingToMigrateError,
-    VerificationError,
-)
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_BLOCKED = 3
-EXIT_VERIFY_FAILED = 4
-
-_EXIT_CODES: dict[type[MigrateError], int] = {
-    BlockedError: EXIT_BLOCKED,
-    VerificationError: EXIT_VERIFY_FAILED,
-    InputError: EXIT_ERROR,
-    NothingToMigrateError: EXIT_ERROR,
-    ClusterError: EXIT_ERROR,
-    CapabilityError: EXIT_ERROR,
-}
-
-
-def exit_code_for(error: MigrateError) -> int:
-    """The exit code of an error: the nearest class in the table, else EXIT_ERROR."""
-    for cls in type(error).__mro__:
-        if cls in _EXIT_CODES:
-            return _EXIT_CODES[cls]
-    return EXIT_ERROR
+from migrate.entry import EXIT_ERROR, error_lines, exit_code_for, internal_error_line
+from migrate.errors import BlockedError, MigrateError, NothingToMigrateError, VerificationError
 
 
 class MigrateGroup(click.Group):
@@ -54,21 +23,18 @@ class MigrateGroup(click.Group):
         except MigrateError as error:
             debug = bool((ctx.obj or {}).get("debug"))
             if debug:
+                import traceback
+
                 traceback.print_exc(file=sys.stderr)
-            click.echo(f"Error: {error}", err=True)
-            for note in getattr(error, "__notes__", ()):  # what to do next (apply, rollback)
-                click.echo(note, err=True)
+            for line in error_lines(error):  # the message, then what to do next (notes)
+                click.echo(line, err=True)
             ctx.exit(exit_code_for(error))
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as error:  # a bug of ours: say so plainly, keep the details for --debug
             if (ctx.obj or {}).get("debug"):
                 raise
-            click.echo(
-                f"Error: internal error ({type(error).__name__}: {error}); run with --debug for"
-                " the traceback and please report it",
-                err=True,
-            )
+            click.echo(internal_error_line(error), err=True)
             ctx.exit(EXIT_ERROR)
 
 

@@ -1,6 +1,6 @@
 """The errors of migrate: one base class and a few a caller can branch on.
 
-Exit codes are mapped in ``migrate/cli.py`` only.
+Exit codes are mapped in ``migrate/entry.py`` only.
 """
 
 from __future__ import annotations

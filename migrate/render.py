@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-from migrate.model.findings import Finding, Severity
-
-# Heavier modules are imported where they are used, so that a command imports only what it
-# renders (``migrate verify`` starts in a few tens of milliseconds).
+# Heavier modules (rich, the model) are imported where they are used, so that a command
+# imports only what it renders: ``migrate verify --arp`` starts in a few milliseconds.
 if TYPE_CHECKING:
+    from migrate.model.findings import Finding
     from migrate.preflight.report import PreflightReport
     from migrate.sources.snapshot import ClusterSnapshot
     from migrate.translate.translator import Translation
 
-SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+SEVERITY_STYLE = {"ERROR": "bold red", "WARNING": "yellow", "INFO": "cyan"}
+"""Rich style per finding severity (``Severity`` is a StrEnum: its members are these keys)."""
 
 
 def convert_documents(snapshot: ClusterSnapshot, translation: Translation) -> list[dict[str, Any]]:
@@ -76,6 +78,8 @@ def findings_table(findings: Sequence[Finding], stream: IO[str], *, title: str =
 
 def summary_line(translation: Translation) -> str:
     """One line: how much was translated and how many findings of each severity."""
+    from migrate.model.findings import Severity
+
     counts = {s: 0 for s in Severity}
     for finding in translation.findings:
         counts[finding.severity] += 1
@@ -256,38 +260,75 @@ def preflight_table(report: PreflightReport, stream: IO[str]) -> None:
 # ---------------------------------------------------------------------------- verify
 
 def verify_tables(result: Any, file: IO[str] | None = None) -> None:
-    """Print the result as tables (rich) on ``file`` (stdout by default)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(file=file)
+    """Print the result on ``file`` (stdout by default): the API checks as a rich table, the
+    ARP answers as plain columns (``arp_table``), then the failover."""
+    stream = file if file is not None else sys.stdout
     if result.api is not None:
+        from rich.console import Console
+        from rich.table import Table
+
         table = Table("check", "object", "status", "detail",
                       title=f"API checks ({result.api.phase} announces)")
         for check in result.api.checks:
             table.add_row(check.name, check.subject,
                           f"[{'green' if check.ok else 'red'}]{check.status}", check.detail)
-        console.print(table)
+        Console(file=stream).print(table)
     if result.arp:
-        colours = {"ok": "green", "conflict": "red", "silent": "yellow"}
-        columns = ["IP", "status", "MACs", "nodes"]
-        if result.api is not None:
-            columns += ["expected", "announcer"]
-        table = Table(*columns, title=f"ARP on {result.interface}")
-        for row in result.arp:
-            entry = row.entry
-            cells = [str(entry.ip), f"[{colours[entry.status]}]{entry.status}",
-                     " ".join(entry.macs) or "-", " ".join(entry.nodes) or "-"]
-            if result.api is not None:
-                cells += [" ".join(row.expected) or "-",
-                          f"[{'green' if row.ok else 'red'}]{row.detail}"]
-            table.add_row(*cells)
-        console.print(table)
+        stream.write(arp_table(result, colour=use_colour(stream)))
     if result.not_probed:
-        console.print(f"Not probed over ARP (IPv6): {', '.join(result.not_probed)}",
-                      highlight=False)
+        stream.write(f"Not probed over ARP (IPv6): {', '.join(result.not_probed)}\n")
     if result.failover is not None:
-        console.print("\n".join(_failover_lines(result.failover)), highlight=False)
+        stream.write("".join(f"{line}\n" for line in _failover_lines(result.failover)))
+    stream.flush()
+
+
+_VERDICT_COLOUR = {"ok": "32", "conflict": "31", "silent": "33", "failed": "31"}  # ANSI SGR
+
+
+def use_colour(stream: IO[str]) -> bool:
+    """Colour for a terminal, unless ``NO_COLOR`` is set (no-color.org) or ``TERM=dumb``."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and "NO_COLOR" not in os.environ and (
+        os.environ.get("TERM") != "dumb")
+
+
+def arp_table(result: Any, *, colour: bool = False) -> str:
+    """The ARP answers of ``migrate verify`` as aligned columns, one line per IP, then a count.
+
+    Plain text rather than a rich table: one line per IP whatever the number of MACs (so
+    ``grep`` finds an IP with all its MACs), and a thousand rows print in a millisecond.
+    With the API checks, EXPECTED names the node that should answer and ANNOUNCER says
+    whether it does. ``colour`` paints the verdicts (green ok, red conflict or failed,
+    yellow silent).
+    """
+    with_api = result.api is not None
+    header = ["IP", "STATUS", "MACS", "NODES"] + (["EXPECTED", "ANNOUNCER"] if with_api else [])
+    rows: list[list[str]] = [header]
+    paints: list[dict[int, str]] = [{}]  # per row: column -> verdict to colour it by
+    counts = {"ok": 0, "conflict": 0, "silent": 0}
+    for match in result.arp:
+        entry = match.entry
+        counts[entry.status] += 1
+        row = [str(entry.ip), entry.status, ",".join(entry.macs) or "-",
+               ",".join(entry.nodes) or "-"]
+        paint = {1: entry.status}
+        if with_api:
+            row += [",".join(match.expected) or "-", match.detail]
+            paint[5] = "ok" if match.ok else "failed"
+        rows.append(row)
+        paints.append(paint)
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    widths[-1] = 0  # the last column is not padded: no trailing blanks
+    lines = [f"ARP on {result.interface}"]
+    for row, paint in zip(rows, paints, strict=True):
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        if colour:
+            for column, verdict in paint.items():
+                cells[column] = f"\x1b[{_VERDICT_COLOUR[verdict]}m{cells[column]}\x1b[0m"
+        lines.append("  ".join(cells))
+    lines.append(f"{len(result.arp)} IPs: {counts['ok']} ok, {counts['conflict']} conflict,"
+                 f" {counts['silent']} silent")
+    return "".join(f"{line}\n" for line in lines)
 
 
 def _failover_lines(report: Any) -> list[str]:

@@ -21,7 +21,7 @@ class CliResult:
 
 def run_cli(*args: str) -> CliResult:
     """Run ``migrate`` in-process with separate stdout and stderr."""
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    result = CliRunner().invoke(main, list(args), prog_name="migrate", catch_exceptions=False)
     return CliResult(result.exit_code, result.stdout, result.stderr)
 
 

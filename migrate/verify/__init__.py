@@ -3,7 +3,7 @@
 ``run_verify`` combines the parts the command asks for into one ``VerifyResult`` (JSON via
 ``to_json``, tables via ``migrate.render.verify_tables``): ``api.verify_api`` (the cluster
 against the plan), ``arp.verify_arp`` held to the announcers the API names
-(``api.match_announcers``, I2) and ``failover.run_failover``. Imports are lazy so that
+(``announcers.match_announcers``, I2) and ``failover.run_failover``. Imports are lazy so that
 ``python -m migrate.verify.arp`` and the CLI start fast.
 """
 
@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from migrate.kube import Kube
     from migrate.plan.model import Plan
-    from migrate.verify.api import AnnouncerMatch, ApiReport
+    from migrate.verify.announcers import AnnouncerMatch
+    from migrate.verify.api import ApiReport
     from migrate.verify.failover import FailoverReport
 
 __all__ = ["VerifyResult", "run_verify"]
@@ -108,7 +109,7 @@ def run_verify(
 
 def _probe(result: VerifyResult, plan: Plan | None, interface: str, ip_specs: Sequence[str],
            node_macs: Mapping[str, str] | None, node_ips: Mapping[str, Any]) -> None:
-    from migrate.verify.api import ipv4_targets, match_announcers
+    from migrate.verify.announcers import ipv4_targets, match_announcers
     from migrate.verify.arp import verify_arp
 
     targets: list[Any] = list(ip_specs)

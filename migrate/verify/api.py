@@ -16,19 +16,19 @@ at (the stages recorded by ``migrate apply``):
   the policies select for every announced Service [C2], and no MetalLB L2Advertisement left.
 
 It also records who should answer ARP for each IP (the lease holder after cutover, MetalLB's
-ServiceL2Status node before [M5]) so that ``match_announcers`` can hold the wire to it (I2).
+ServiceL2Status node before [M5]) so that ``announcers.match_announcers`` can hold the wire
+to it (I2).
 Pure data out: ``ApiReport.to_json()``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, ip_address, ip_network
 from typing import TYPE_CHECKING, Any, Literal
 
 from migrate.plan.views import ingress_ips
-from migrate.verify.arp import ArpEntry, ArpReport
 
 if TYPE_CHECKING:
     from migrate.kube import Kube
@@ -376,69 +376,3 @@ def verify_api(kube: Kube, plan: Plan, *, state_namespace: str = STATE_NAMESPACE
         checks += _one_announcer_checks(plan, speakers, leases)
         announcers = _announcers(plan, speakers)
     return ApiReport(tuple(checks), phase, announcers, applied)
-
-
-# --------------------------------------------------------------------------- ARP vs API
-
-
-@dataclass(frozen=True)
-class AnnouncerMatch:
-    """One probed IP held to the node the API says should answer it."""
-
-    entry: ArpEntry
-    expected: tuple[str, ...]
-    ok: bool
-    detail: str
-
-    def to_json(self) -> dict[str, Any]:
-        """The ARP entry's JSON plus ``expected`` nodes and ``announcer`` ok/failed/detail."""
-        return {**self.entry.to_json(), "expected": list(self.expected),
-                "announcer": "ok" if self.ok else "failed", "detail": self.detail}
-
-
-def match_announcers(arp: ArpReport, api: ApiReport | None) -> list[AnnouncerMatch]:
-    """Per probed IP: answered by exactly one MAC, and that MAC is the expected node's (I2).
-
-    Without an API report only the MAC count matters. A MAC of no known node fails when a node
-    is expected: give the nodes' MACs with ``--node-mac`` when their InternalIPs are not on
-    the probed segment.
-    """
-    matches = []
-    for entry in arp.entries:
-        expected = tuple(api.announcers.get(str(entry.ip), ())) if api is not None else ()
-        if entry.status == "silent":
-            matches.append(AnnouncerMatch(entry, expected, False, "nobody answers"))
-        elif entry.status == "conflict":
-            who = ", ".join(entry.nodes) or "unknown nodes"
-            matches.append(AnnouncerMatch(entry, expected, False,
-                                          f"{len(entry.macs)} MACs answer ({who})"))
-        elif not expected:
-            matches.append(AnnouncerMatch(entry, expected, True, "one MAC answers"))
-        elif not entry.nodes:
-            known = [node for node in expected if arp.node_macs.get(node)]
-            what = (f"{', '.join(expected)} has MAC {', '.join(arp.node_macs[known[0]])}"
-                    if known else f"the MAC of {', '.join(expected)} is unknown"
-                    " (give --node-mac)")
-            matches.append(AnnouncerMatch(entry, expected, False,
-                                          f"answered by {entry.macs[0]}, no known node's; {what}"))
-        elif set(entry.nodes) & set(expected):
-            matches.append(AnnouncerMatch(entry, expected, True,
-                                          f"answered by {', '.join(entry.nodes)}, as expected"))
-        else:
-            matches.append(AnnouncerMatch(entry, expected, False,
-                                          f"answered by {', '.join(entry.nodes)}, expected"
-                                          f" {', '.join(expected)}"))
-    return matches
-
-
-def ipv4_targets(ips: Iterable[str]) -> tuple[list[IPv4Address], list[str]]:
-    """The IPv4 addresses among ``ips`` (ARP is IPv4 only), and the others, each once."""
-    v4: dict[IPv4Address, None] = {}
-    other: dict[str, None] = {}
-    for ip in ips:
-        parsed = ip_address(ip)
-        if isinstance(parsed, IPv4Address):
-            v4[parsed] = None
-        else:
-            other[ip] = None
-    return sorted(v4), list(other)

@@ -21,7 +21,8 @@ from typing import Any
 from migrate.errors import ClusterError, InputError, VerificationError
 from migrate.kube import Kube
 from migrate.plan.views import ingress_ips
-from migrate.verify.api import ipv4_targets, lease_name
+from migrate.verify.announcers import ipv4_targets
+from migrate.verify.api import lease_name
 from migrate.verify.arp import Gratuitous, Observation, verify_arp, watch
 
 AGENT_SELECTOR = "k8s-app=cilium"

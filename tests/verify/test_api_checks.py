@@ -18,7 +18,8 @@ from migrate.plan.api import make_plan, save_plan
 from migrate.plan.model import Plan
 from migrate.sources.live import read_live
 from migrate.verify import arp
-from migrate.verify.api import ApiReport, Check, match_announcers, verify_api
+from migrate.verify.announcers import match_announcers
+from migrate.verify.api import ApiReport, Check, verify_api
 from migrate.verify.arp import ArpEntry, ArpReport, ArpResult, classify
 from tests.engine.conftest import Cluster, ClusterFactory, cluster_factory, fast_options
 from tests.helpers import run_cli
@@ -292,6 +293,11 @@ def test_verify_plan_with_arp_after_cutover(cluster_factory: ClusterFactory, tmp
     assert table.exit_code == 4
     for word in ("API checks", "lease", "ARP on eth9", wrong_ip):
         assert word in table.stdout
+    header = next(line for line in table.stdout.splitlines() if line.startswith("IP "))
+    assert header.split() == ["IP", "STATUS", "MACS", "NODES", "EXPECTED", "ANNOUNCER"]
+    wrong_row = next(line for line in table.stdout.splitlines() if line.startswith(wrong_ip))
+    assert wrong_row.split()[1:5] == ["ok", NODE_MACS[other], other, holder]
+    assert wrong_row.endswith(f"answered by {other}, expected {holder}")
 
 
 def test_verify_plan_without_arp_runs_the_api_checks_only(

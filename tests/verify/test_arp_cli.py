@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from collections.abc import Sequence
 from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
 
-from migrate.verify import arp
+from migrate.render import arp_table, verify_tables
+from migrate.verify import arp, run_verify
 from migrate.verify.arp import ArpResult, classify
 from tests.helpers import run_cli
 
@@ -73,3 +76,44 @@ def test_bad_ip_or_node_mac_is_an_input_error(asked: list[Any]) -> None:
     assert bad_mac.exit_code == 1
     assert "not a MAC address" in bad_mac.stderr
     assert asked == []
+
+
+def test_the_table_gives_each_ip_one_line_with_all_its_macs(asked: list[Any]) -> None:
+    result = run_cli("verify", "--arp", "--interface", "eth1", "--ip", "192.0.2.1-192.0.2.3",
+                     "--node-mac", f"node-two={MAC_N2}")
+    lines = result.stdout.splitlines()
+    assert lines[0] == "ARP on eth1"
+    assert [line.split() for line in lines[1:-1]] == [
+        ["IP", "STATUS", "MACS", "NODES"],
+        ["192.0.2.1", "ok", MAC_N1, "-"],
+        ["192.0.2.2", "conflict", f"{MAC_N1},{MAC_N2}", "node-two"],
+        ["192.0.2.3", "silent", "-", "-"],
+    ]
+    assert len({line.index(line.split()[2]) for line in lines[1:-1]}) == 1  # aligned
+    assert not any(line.endswith(" ") for line in lines)
+    assert lines[-1] == "3 IPs: 1 ok, 1 conflict, 1 silent"
+    assert "\x1b[" not in result.stdout  # not a terminal: no colour
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_verdicts_are_coloured_on_a_terminal_unless_no_color(
+    asked: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run_verify(None, None, interface="eth1", ip_specs=["192.0.2.1-192.0.2.3"])
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    terminal = Terminal()
+    verify_tables(result, terminal)
+    painted = terminal.getvalue()
+    assert "\x1b[32mok" in painted and "\x1b[31mconflict" in painted
+    assert "\x1b[33msilent" in painted
+    assert re.sub("\x1b\\[[0-9]*m", "", painted) == arp_table(result)  # same columns
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    plain = Terminal()
+    verify_tables(result, plain)
+    assert plain.getvalue() == arp_table(result)

@@ -332,12 +332,16 @@ def test_signals_arriving_all_the_time_do_not_disturb_a_probe(
     assert json.loads(done.stdout) == [["ok", [n1.mac]], ["silent", []]]
 
 
-def test_migrate_verify_arp_on_the_wire(wire: Wire, responders: dict[str, Responder]) -> None:
+@pytest.mark.parametrize("module", ["migrate", "migrate.cli"],
+                         ids=["migrate (the lean lane)", "migrate.cli (click)"])
+def test_migrate_verify_arp_on_the_wire(
+    wire: Wire, responders: dict[str, Responder], module: str
+) -> None:
     n1, n2, _ = three(responders, wire)
     alone, shared = vips(2, offset=90)
     n1.set_ips([alone, shared])
     n2.set_ips([shared])
-    argv = [sys.executable, "-m", "migrate.cli", "verify", "--arp", "--interface", INTERFACE,
+    argv = [sys.executable, "-m", module, "verify", "--arp", "--interface", INTERFACE,
             "--ip", f"{alone}-{shared}", "--node-mac", f"{wire.nodes[1]}={n2.mac}", "-o", "json"]
 
     done = run_in_client(wire, argv)

@@ -1,0 +1,7 @@
+"""``python -m migrate``: the ``migrate`` command."""
+
+import sys
+
+from migrate.entry import main
+
+sys.exit(main())
