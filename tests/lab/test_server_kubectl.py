@@ -76,7 +76,8 @@ def test_get_services_across_namespaces_shows_external_ips(basic: Lab) -> None:
     assert rows[("kube-system", "dns")][4] == "<none>"
 
 
-def test_get_custom_resources_by_plural_and_short_name(basic: Lab) -> None:
+def test_get_custom_resources_by_plural_and_short_name(basic: Lab, shared_dir: Path) -> None:
+    # The printer columns shown come from the real CRDs, in the shared folder.
     pools = kubectl(basic.kubeconfig, "get", "ipaddresspools", "-A").stdout
     assert "192.0.2.0/28" in pools and "metallb-system" in pools
     kubectl(basic.kubeconfig, "apply", "-f", "-", stdin=CILIUM_POOL.format(allow='"No"'))
@@ -84,7 +85,9 @@ def test_get_custom_resources_by_plural_and_short_name(basic: Lab) -> None:
         assert "blue" in kubectl(basic.kubeconfig, "get", name).stdout
 
 
-def test_custom_resource_columns_follow_the_crd_printer_columns(basic: Lab) -> None:
+def test_custom_resource_columns_follow_the_crd_printer_columns(
+    basic: Lab, shared_dir: Path
+) -> None:
     kubectl(basic.kubeconfig, "apply", "-f", "-", stdin=CILIUM_POOL.format(allow='"No"'))
     pool = basic.store.get("cilium.io", "CiliumLoadBalancerIPPool", "blue")
     pool["status"] = {"conditions": [
