@@ -299,10 +299,13 @@ def verify(
               help="Target Cilium version (default: detected from the cluster, else newest).")
 @click.option("--metallb-namespace", metavar="NS", default=None)
 @click.option("--cilium-namespace", metavar="NS", default="kube-system", show_default=True)
+@click.option("--canary", metavar="POOL", default=None,
+              help="Hand this MetalLB pool's ARP answers to Cilium first, in a stage of its own"
+                   " (l2-canary) before l2-cutover.")
 def plan(from_paths: tuple[str, ...], kubeconfig: str | None, kube_context: str | None,
          state_namespace: str, out_path: str | None, output: str, detailed_exitcode: bool,
          cilium_version: str | None, metallb_namespace: str | None,
-         cilium_namespace: str) -> None:
+         cilium_namespace: str, canary: str | None) -> None:
     """Show the staged migration plan, with a diff of every object each stage touches."""
     from migrate.plan.api import make_plan, save_plan
     from migrate.render import plan_document, plan_text
@@ -320,7 +323,8 @@ def plan(from_paths: tuple[str, ...], kubeconfig: str | None, kube_context: str 
                              cilium_namespace=cilium_namespace)
     if not snapshot.has_metallb:
         raise NothingToMigrateError("nothing MetalLB-related found: there is nothing to migrate")
-    result = make_plan(snapshot, cilium=cilium_version, cilium_namespace=cilium_namespace)
+    result = make_plan(snapshot, cilium=cilium_version, cilium_namespace=cilium_namespace,
+                       canary=canary)
     if out_path:
         save_plan(result, out_path)
     if output == "table":

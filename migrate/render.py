@@ -268,7 +268,7 @@ def verify_tables(result: Any, file: IO[str] | None = None) -> None:
         from rich.table import Table
 
         table = Table("check", "object", "status", "detail",
-                      title=f"API checks ({result.api.phase} announces)")
+                      title=f"API checks ({_PHASE_TITLES[result.api.phase]})")
         for check in result.api.checks:
             table.add_row(check.name, check.subject,
                           f"[{'green' if check.ok else 'red'}]{check.status}", check.detail)
@@ -282,6 +282,8 @@ def verify_tables(result: Any, file: IO[str] | None = None) -> None:
     stream.flush()
 
 
+_PHASE_TITLES = {"metallb": "MetalLB announces", "canary": "Cilium announces the canary pool,"
+                 " MetalLB the others", "cilium": "Cilium announces"}
 _VERDICT_COLOUR = {"ok": "32", "conflict": "31", "silent": "33", "failed": "31"}  # ANSI SGR
 
 

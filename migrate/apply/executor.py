@@ -157,7 +157,7 @@ def run_action(kube: Kube, plan: Plan, action: Action, *, dry_run: bool,
         elif kind == "ipam":
             check = ipam_check(kube, plan)
         elif kind == "leases":
-            check = lease_check(kube, plan)
+            check = lease_check(kube, plan, spec.get("services"))
         else:
             raise BlockedError(f"the plan has a wait this version does not know: {kind}")
         wait_until(check, action.description, timeout, waits, reporter)

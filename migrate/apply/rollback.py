@@ -15,8 +15,9 @@ The three traps of design §2, and how each undo avoids them:
   undo of ``freeze-metallb`` starts it; it then re-adopts the IPs in the status [M6], which the
   pins of stage 1 (still present at that point) also request.
 
-Undo of ``l2-cutover`` deletes Cilium's policies before recreating the L2Advertisements: break
-before make again, so there are never two announcers (I2).
+Undo of ``l2-cutover`` (and of ``l2-canary``, its first part for one pool) deletes Cilium's
+policies before recreating the L2Advertisements: break before make again, so there are never two
+announcers (I2).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from migrate.apply.waits import (
 )
 from migrate.errors import BlockedError, MigrateError
 from migrate.kube import Kube
-from migrate.plan.model import STAGE_NAMES, Plan, Target
+from migrate.plan.model import Plan, Target
 from migrate.plan.views import creatable
 
 Obj = dict[str, Any]
@@ -227,7 +228,7 @@ class _Undo:
                 replicas = int((operator[1].get("spec") or {}).get("replicas", 1))
                 self.scale(operator[0], replicas, "with no pool LB-IPAM stays dormant")
             self.clear_satisfied_condition()
-        elif name == "l2-cutover":
+        elif name in ("l2-canary", "l2-cutover"):
             for target, original in objects:
                 if target.kind == "CiliumL2AnnouncementPolicy" and original is None:
                     self.delete(target)
@@ -353,7 +354,7 @@ def _rollback_locked(kube: Kube, plan: Plan, floor: int, store: StateStore,
             f"the cluster was migrated with another plan (digest {state.plan_digest});"
             " roll back with that plan"
         )
-    order = {name: index for index, name in enumerate(STAGE_NAMES)}
+    order = {stage.name: stage.number for stage in plan.stages}
     todo = sorted((r for r in state.stages if order.get(r.name, 0) > floor),
                   key=lambda r: order.get(r.name, 0), reverse=True)
     result = RollbackResult(dry_run=options.dry_run)

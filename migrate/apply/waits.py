@@ -10,7 +10,7 @@ involved should a later version want it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -181,9 +181,14 @@ def ipam_check(kube: Kube, plan: Plan) -> Callable[[], tuple[bool, str, int, int
     return check
 
 
-def lease_check(kube: Kube, plan: Plan) -> Callable[[], tuple[bool, str, int, int]]:
-    """Every announced Service has a Cilium lease held by a node its policies select [C2]."""
-    announced: dict[str, list[str] | None] = plan.context.get("announced") or {}
+def lease_check(kube: Kube, plan: Plan, services: Collection[str] | None = None) -> Callable[
+    [], tuple[bool, str, int, int]
+]:
+    """Every announced Service (of ``services`` when given: a canary's) has a Cilium lease held
+    by a node its policies select [C2]."""
+    announced: dict[str, list[str] | None] = {
+        key: eligible for key, eligible in (plan.context.get("announced") or {}).items()
+        if services is None or key in services}
 
     def check() -> tuple[bool, str, int, int]:
         leases = {

@@ -56,13 +56,15 @@ def preflight_findings(snapshot: ClusterSnapshot, cilium: str | None) -> list[Fi
 
 
 def make_plan(snapshot: ClusterSnapshot, *, cilium: str | None = None,
-              cilium_namespace: str = "kube-system", preflight: bool = True) -> Plan:
-    """Translate a snapshot and lay out the staged plan (Cilium version: given, else detected)."""
+              cilium_namespace: str = "kube-system", preflight: bool = True,
+              canary: str | None = None) -> Plan:
+    """Translate a snapshot and lay out the staged plan (Cilium version: given, else detected;
+    ``canary``: a MetalLB pool whose announcements move to Cilium first, in stage l2-canary)."""
     version = cilium or cilium_version_of(snapshot, cilium_namespace)
     translation = translate(snapshot, cilium=version)
     extra = preflight_findings(snapshot, version) if preflight else []
     return build_plan(snapshot, translation, cilium_namespace=cilium_namespace,
-                      extra_findings=extra)
+                      extra_findings=extra, canary=canary)
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:

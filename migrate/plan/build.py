@@ -6,13 +6,15 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
+from migrate.errors import InputError
 from migrate.model.addresses import AddressRange, cilium_allocatable
 from migrate.model.findings import Finding, Severity, sort_findings
 from migrate.model.kube import METALLB_PREFIXES, Service, metallb_annotation
+from migrate.model.metallb import L2Advertisement
 from migrate.plan.model import Action, Obj, Plan, Stage, Target, canonical_digest
 from migrate.plan.views import IGNORED_ANNOTATIONS, creatable, view
 from migrate.sources.snapshot import ClusterSnapshot
-from migrate.translate.translator import ServicePin, Translation
+from migrate.translate.translator import SOURCE_ANNOTATION, ServicePin, Translation
 
 # Which MetalLB annotation pins MetalLB itself to the current IPs, so that a rollback that
 # wakes its controller gives back the same addresses [M6].
@@ -126,6 +128,8 @@ class _Builder:
         self.services = {s.key: s for s in snapshot.services}
         self.context: Obj = {}
         self.pool_advertised_bgp = self._bgp_pools()
+        self.canary_ads: set[str] = set()
+        self.canary_policies: set[str] = set()
 
     def _bgp_pools(self) -> set[str]:
         names: set[str] = set()
@@ -295,14 +299,9 @@ class _Builder:
                           "no pool has cilium.io/PoolConflict True", "I1: no Service IP changed"],
         )
 
-    def cutover(self) -> Stage:
-        actions: list[Action] = []
-        # Advertisements that exist as objects are deleted; those a legacy configuration
-        # implies (ConfigMap, AddressPool protocol) have no object, so MetalLB's speakers are
-        # parked on no node instead [M7][M8].
-        for ad in self.snapshot.l2_advertisements:
-            if ad.implied:
-                continue
+    def _advertisement_deletes(self, ads: Sequence[L2Advertisement]) -> list[Action]:
+        actions = []
+        for ad in ads:
             body = next(d.body for d in self.snapshot.documents
                         if d.body.get("kind") == "L2Advertisement"
                         and d.body["metadata"]["name"] == ad.name)
@@ -314,6 +313,99 @@ class _Builder:
                 "MetalLB's speakers stop answering ARP for its pools", before=view(obj),
                 body=obj,
             ))
+        return actions
+
+    def _policy_creates(self, policies: Sequence[Obj]) -> list[Action]:
+        existing = {
+            (b.get("metadata") or {}).get("name"): b
+            for b in self.snapshot.find("cilium.io/", "CiliumL2AnnouncementPolicy")
+        }
+        actions = []
+        for policy in policies:
+            name = policy["metadata"]["name"]
+            if name in existing and view(existing[name]) == view(policy):
+                continue
+            actions.append(Action("create", Target.of(policy),
+                                  "Cilium announces the Services it selects",
+                                  after=view(policy), body=policy))
+        return actions
+
+    def canary_scope(self, pool: str) -> tuple[list[L2Advertisement], list[Obj], list[str]]:
+        """The L2Advertisements, policies and Services of a canary pool (``--canary``).
+
+        The canary hands one pool's ARP answers to Cilium before the others, with the same
+        break-before-make as l2-cutover. It deletes whole advertisements and never edits one
+        (an edit needs MetalLB's webhook, which is down while its controller is frozen), so
+        every advertisement that announces the pool must announce that pool only.
+        """
+        def refuse(message: str, obj: str | None = None) -> InputError:
+            return InputError(f"pool {pool} cannot be a canary: {message}", obj=obj,
+                              field="--canary")
+
+        names = sorted(p.name for p in self.snapshot.pools)
+        if pool not in names:
+            raise InputError(f"no MetalLB IPAddressPool is named {pool!r} (pools:"
+                             f" {', '.join(names)})", field="--canary")
+        if any(ad.implied for ad in self.snapshot.l2_advertisements):
+            raise refuse("a legacy configuration (ConfigMap or AddressPool protocol) has no"
+                         " L2Advertisement to delete for one pool; its speakers stop for every"
+                         " pool at once: migrate without --canary")
+        ads = [ad for ad in self.snapshot.l2_advertisements
+               if pool in self.translation.l2_pools.get(str(ad.ref), ())]
+        if not ads:
+            raise refuse("no L2Advertisement announces it")
+        for ad in ads:
+            others = [name for name in self.translation.l2_pools[str(ad.ref)] if name != pool]
+            if others:
+                raise refuse(f"this advertisement also announces {', '.join(others)}; a canary"
+                             " deletes whole advertisements and cannot edit one while MetalLB's"
+                             " controller (and so its webhook) is stopped. Give the pool an"
+                             " L2Advertisement of its own, or migrate without --canary",
+                             obj=str(ad.ref))
+        sources = {str(ad.ref) for ad in ads}
+        policies = [p for p in self.translation.policies
+                    if (p["metadata"].get("annotations") or {}).get(SOURCE_ANNOTATION)
+                    in sources]
+        services = sorted(pin.key for pin in self.translation.pins
+                          if pin.pool == pool and pin.ips)
+        if not services:
+            raise refuse("no Service has an IP of it, so there is nothing to try it on")
+        return ads, policies, services
+
+    def canary(self, pool: str) -> Stage:
+        ads, policies, services = self.canary_scope(pool)
+        self.canary_ads = {ad.name for ad in ads}
+        self.canary_policies = {p["metadata"]["name"] for p in policies}
+        announced = set(announced_services(self.snapshot, self.translation))
+        waited = [key for key in services if key in announced]
+        self.context["canary"] = {"pool": pool, "services": waited,
+                                  "advertisements": sorted(self.canary_ads)}
+        actions = self._advertisement_deletes(ads) + self._policy_creates(policies)
+        if waited:
+            actions.append(_wait(
+                Target("coordination.k8s.io/v1", "Lease", "cilium-l2announce-*",
+                       self.cilium_namespace),
+                f"every announced Service of pool {pool} has a lease held by an eligible node",
+                **{"for": "leases", "services": waited, "timeout": 120},
+            ))
+        return Stage(
+            4, "l2-canary", f"Hand the ARP answers of pool {pool} to Cilium first",
+            f"A canary: the {len(services)} Service(s) of pool {pool} move to Cilium's"
+            " announcements while MetalLB keeps announcing the others, so a problem shows on"
+            " one pool, and its rollback touches only it. Break before make, as in l2-cutover.",
+            actions=actions,
+            checks_before=["LB-IPAM holds every pinned IP"],
+            checks_after=[f"a lease per announced Service of pool {pool}, held by an eligible"
+                          " node", "I1: no Service IP changed"],
+        )
+
+    def cutover(self) -> Stage:
+        # Advertisements that exist as objects are deleted; those a legacy configuration
+        # implies (ConfigMap, AddressPool protocol) have no object, so MetalLB's speakers are
+        # parked on no node instead [M7][M8]. A canary stage already did its pool's share.
+        actions = self._advertisement_deletes([
+            ad for ad in self.snapshot.l2_advertisements
+            if not ad.implied and ad.name not in self.canary_ads])
         if any(ad.implied for ad in self.snapshot.l2_advertisements):
             speaker = metallb_speaker(self.snapshot)
             if speaker is None:
@@ -333,17 +425,8 @@ class _Builder:
                     patch={"spec": {"template": {"spec": {"nodeSelector": {
                         SPEAKER_PAUSE_LABEL: "true"}}}}},
                 ))
-        existing = {
-            (b.get("metadata") or {}).get("name"): b
-            for b in self.snapshot.find("cilium.io/", "CiliumL2AnnouncementPolicy")
-        }
-        for policy in self.translation.policies:
-            name = policy["metadata"]["name"]
-            if name in existing and view(existing[name]) == view(policy):
-                continue
-            actions.append(Action("create", Target.of(policy),
-                                  "Cilium announces the Services it selects",
-                                  after=view(policy), body=policy))
+        actions += self._policy_creates([p for p in self.translation.policies
+                                         if p["metadata"]["name"] not in self.canary_policies])
         if self.translation.policies:
             actions.append(_wait(
                 Target("coordination.k8s.io/v1", "Lease", "cilium-l2announce-*",
@@ -502,11 +585,17 @@ def snapshot_fingerprint(snapshot: ClusterSnapshot) -> str:
 
 def build_plan(snapshot: ClusterSnapshot, translation: Translation, *,
                cilium_namespace: str = "kube-system",
-               extra_findings: Sequence[Finding] = ()) -> Plan:
-    """The staged plan for a snapshot and its translation."""
+               extra_findings: Sequence[Finding] = (), canary: str | None = None) -> Plan:
+    """The staged plan for a snapshot and its translation; with ``canary`` (a MetalLB pool),
+    an ``l2-canary`` stage hands that pool's announcements over before ``l2-cutover``.
+    InputError when the pool cannot be a canary (``_Builder.canary_scope``)."""
     builder = _Builder(snapshot, translation, cilium_namespace, extra_findings)
-    stages = [builder.preflight(), builder.pin(), builder.freeze(), builder.handover(),
-              builder.cutover(), builder.decommission()]
+    stages = [builder.preflight(), builder.pin(), builder.freeze(), builder.handover()]
+    if canary is not None:
+        stages.append(builder.canary(canary))
+    stages += [builder.cutover(), builder.decommission()]
+    for number, stage in enumerate(stages):
+        stage.number = number
     builder.context["webhook"] = (
         metallb_webhook(snapshot) or {}).get("metadata", {}).get("name")
     builder.context["poolApiVersion"] = translation.cilium.pool_api_version

@@ -12,8 +12,9 @@ from migrate.errors import InputError
 from migrate.model.findings import Finding, Severity
 
 SCHEMA_VERSION = 1
-STAGE_NAMES = ("preflight", "pin", "freeze-metallb", "ipam-handover", "l2-cutover",
-               "decommission")
+STAGE_NAMES = ("preflight", "pin", "freeze-metallb", "ipam-handover", "l2-canary",
+               "l2-cutover", "decommission")
+"""Every stage a plan may have, in order; ``l2-canary`` only with ``migrate plan --canary``."""
 Obj = dict[str, Any]
 
 

@@ -72,6 +72,8 @@ class Translation:
     policies: list[dict[str, Any]] = field(default_factory=list)
     pins: list[ServicePin] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    l2_pools: dict[str, list[str]] = field(default_factory=dict)
+    """L2Advertisement (``str(ref)``, the policies' source annotation) → the pools it announces."""
 
     def objects(self) -> list[dict[str, Any]]:
         """Every Cilium object, pools first."""
@@ -214,6 +216,7 @@ class _Translator:
         taken: set[str] = set()
         for ad in sorted(self.snapshot.l2_advertisements, key=lambda a: a.name):
             pools = self._selected_pools(ad)
+            self.out.l2_pools[str(ad.ref)] = pools
             for name in pools:
                 self.l2_pools[name].append(ad)
             if not pools:

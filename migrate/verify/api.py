@@ -23,7 +23,7 @@ Pure data out: ``ApiReport.to_json()``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, ip_address, ip_network
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 Obj = dict[str, Any]
 CheckStatus = Literal["ok", "failed"]
-Phase = Literal["metallb", "cilium"]
+Phase = Literal["metallb", "canary", "cilium"]
 
 POOL_CONFLICT = "cilium.io/PoolConflict"
 IPS_USED = "cilium.io/IPsUsed"
@@ -78,7 +78,8 @@ class ApiReport:
 
     checks: tuple[Check, ...]
     phase: Phase
-    """``cilium`` once l2-cutover is applied (Cilium's lease holder answers), else ``metallb``."""
+    """``cilium`` once l2-cutover is applied (Cilium's lease holders answer), ``canary`` once
+    l2-canary is (they answer for the canary pool, MetalLB for the others), else ``metallb``."""
     announcers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """IP → the nodes that should answer for it (empty: unknown)."""
     applied: tuple[str, ...] = ()
@@ -267,12 +268,16 @@ def _lbipam_checks(plan: Plan, services: Mapping[str, Obj], pools: Sequence[Obj]
     return checks
 
 
-def _lease_checks(plan: Plan, leases: Mapping[str, Obj]) -> tuple[list[Check], dict[str, str]]:
-    """A lease held by an eligible node for every announced Service [C2]; also the holders."""
+def _lease_checks(plan: Plan, leases: Mapping[str, Obj], only: Container[str] | None = None
+                  ) -> tuple[list[Check], dict[str, str]]:
+    """A lease held by an eligible node for every announced Service (of ``only`` when given)
+    [C2]; also the holders."""
     announced: Mapping[str, Sequence[str] | None] = plan.context.get("announced") or {}
     checks = []
     holders: dict[str, str] = {}
     for key, eligible in sorted(announced.items()):
+        if only is not None and key not in only:
+            continue
         name = lease_name(key)
         lease = leases.get(name)
         subject = f"Service {key}"
@@ -294,12 +299,14 @@ def _lease_checks(plan: Plan, leases: Mapping[str, Obj]) -> tuple[list[Check], d
     return checks, holders
 
 
-def _advertisement_checks(advertisements: Sequence[Obj]) -> list[Check]:
-    """After cutover MetalLB must not announce anything any more (I2) [M3]."""
+def _advertisement_checks(advertisements: Sequence[Obj], stage: str = "l2-cutover"
+                          ) -> list[Check]:
+    """After cutover MetalLB must not announce anything any more, after the canary nothing of
+    its pool (``advertisements``: those that must be gone) (I2) [M3]."""
     if not advertisements:
         return [Check("metallb-advertisements", "L2Advertisement", True, "none left")]
     return [Check("metallb-advertisements", f"L2Advertisement {_key(ad)}", False,
-                  "still present after l2-cutover: MetalLB's speakers answer ARP too")
+                  f"still present after {stage}: MetalLB's speakers answer ARP too")
             for ad in sorted(advertisements, key=_key)]
 
 
@@ -360,8 +367,25 @@ def verify_api(kube: Kube, plan: Plan, *, state_namespace: str = STATE_NAMESPACE
     if "ipam-handover" in applied or pools:
         checks += _pool_checks(pools)
         checks += _lbipam_checks(plan, services, pools)
-    phase: Phase = "cilium" if "l2-cutover" in applied else "metallb"
-    if phase == "cilium":
+    canary = plan.context.get("canary") or {}
+    phase: Phase = ("cilium" if "l2-cutover" in applied else
+                    "canary" if "l2-canary" in applied and canary else "metallb")
+    if phase == "canary":
+        # The canary pool's Services have leases; MetalLB announces every other one, and
+        # never one of the canary's (the one-announcer checks cover every Service).
+        leases = {_name(lease): lease for lease in _list_or_empty(
+            kube, "coordination.k8s.io/v1", "Lease", plan.cilium_namespace)}
+        lease_checks, holders = _lease_checks(plan, leases, set(canary.get("services") or ()))
+        checks += lease_checks
+        gone = set(canary.get("advertisements") or ())
+        checks += _advertisement_checks([
+            ad for ad in _list_or_empty(kube, "metallb.io/v1beta1", "L2Advertisement",
+                                        plan.metallb_namespace)
+            if _name(ad) in gone], "l2-canary")
+        speakers = metallb_announcers(kube, plan.metallb_namespace)
+        checks += _one_announcer_checks(plan, speakers, leases)
+        announcers = _announcers(plan, {**speakers, **holders})
+    elif phase == "cilium":
         leases = {_name(lease): lease for lease in _list_or_empty(
             kube, "coordination.k8s.io/v1", "Lease", plan.cilium_namespace)}
         lease_checks, holders = _lease_checks(plan, leases)
