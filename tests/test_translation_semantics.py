@@ -16,7 +16,12 @@ import pytest
 from migrate.model.addresses import cilium_allocatable
 from migrate.model.selectors import matches
 from migrate.sources.snapshot import ClusterSnapshot, read_snapshot
-from migrate.translate.translator import EXCLUDE_LB_LABEL, Translation, translate
+from migrate.translate.translator import (
+    ANNOUNCED_WITH_ANNOTATION,
+    EXCLUDE_LB_LABEL,
+    Translation,
+    translate,
+)
 from tests.conftest import TESTDATA
 
 SCENARIOS = sorted(p for p in (TESTDATA / "convert").iterdir()
@@ -133,18 +138,52 @@ def _cilium_interfaces(
 
 @pytest.mark.parametrize("case", SCENARIOS, ids=[p.name for p in SCENARIOS])
 def test_same_services_announced_from_same_nodes_on_same_interfaces(case: Path) -> None:
+    """Every Service's IPs are announced from the nodes and interfaces MetalLB used; a Service
+    that shares its IPs is announced through the sharer it follows, and selects no policy
+    itself (one lease, so one announcer, per shared IP: cilium#48419)."""
     snapshot, translation = _load(case)
     services = {s.key: s for s in snapshot.services}
+    pins = {pin.key: pin for pin in translation.pins}
     nodes = _candidate_nodes(snapshot)
+
+    def view(key: str) -> dict[str, str]:
+        pin = pins[key]
+        return _service_view(pin.namespace, pin.name, {**services[key].labels, **pin.labels})
+
     for pin in translation.pins:
         if not pin.ips:
             continue
-        service = services[pin.key]
-        labels = _service_view(pin.namespace, pin.name, {**service.labels, **pin.labels})
+        labels = view(pin.key)
+        leaders = [key for key in pin.annotations.get(ANNOUNCED_WITH_ANNOTATION, "").split(",")
+                   if key]
         for node in nodes:
             expected = _metallb_interfaces(snapshot, pin.pool, labels, node)
+            if leaders:
+                assert not _cilium_interfaces(translation, labels, node), pin.key
+                for leader in leaders:
+                    assert set(pin.ips) & set(pins[leader].ips), (pin.key, leader)
+                    actual = _cilium_interfaces(translation, view(leader), node)
+                    assert actual == expected, f"{pin.key} via {leader} on node {node}"
+                continue
             actual = _cilium_interfaces(translation, labels, node)
             assert actual == expected, f"{pin.key} on node {node}: {actual} != {expected}"
+
+
+@pytest.mark.parametrize("case", SCENARIOS, ids=[p.name for p in SCENARIOS])
+def test_each_shared_ip_is_announced_through_one_service(case: Path) -> None:
+    snapshot, translation = _load(case)
+    services = {s.key: s for s in snapshot.services}
+    announced_by: dict[str, list[str]] = {}
+    for pin in translation.pins:
+        labels = _service_view(pin.namespace, pin.name,
+                               {**services[pin.key].labels, **pin.labels})
+        if any(matches(p["spec"].get("serviceSelector"), labels) for p in translation.policies):
+            for ip in pin.ips:
+                announced_by.setdefault(ip, []).append(pin.key)
+    warned = {f.obj for f in translation.findings if f.code == "shared-ip-two-announcers"}
+    for ip, keys in announced_by.items():
+        unwarned = [key for key in keys if f"Service {key}" not in warned]
+        assert len(unwarned) <= 1, (ip, keys)  # two announcers only where a WARNING says so
 
 
 def test_interface_regexes_are_anchored_and_escaped() -> None:

@@ -89,6 +89,11 @@ def pool_label() -> str:
     return str(load_table("annotations")["pool_label"])
 
 
+def shared_ip_follower_label() -> str:
+    """The label on a Service whose shared IP is announced through another sharer."""
+    return str(load_table("annotations")["shared_ip_follower_label"])
+
+
 def field_note(kind: str, field: str) -> tuple[Severity, str]:
     """Severity and message template for a field that has no exact Cilium equivalent."""
     entry = load_table("fields").get(kind, {}).get(field)

@@ -24,10 +24,18 @@ from migrate.model.findings import Finding, Severity, sort_findings
 from migrate.model.kube import METALLB_PREFIXES, Service, metallb_annotation
 from migrate.model.selectors import SelectorError, combine, matches
 from migrate.sources.snapshot import ClusterSnapshot
-from migrate.translate.mappings import CiliumVersion, cilium_version, field_note, pool_label
+from migrate.translate.mappings import (
+    CiliumVersion,
+    cilium_version,
+    field_note,
+    pool_label,
+    shared_ip_follower_label,
+)
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "lbmigrate"}
 SOURCE_ANNOTATION = "lbmigrate.io/source"
+ANNOUNCED_WITH_ANNOTATION = "lbmigrate.io/shared-ip-announced-with"
+"""On a Service whose shared IP another sharer announces: that Service (``namespace/name``)."""
 POLICY_API_VERSION = "cilium.io/v2alpha1"
 # MetalLB never announces from nodes carrying this label [M8][M10]; Cilium does not look at
 # it, so every policy excludes them explicitly to keep the same set of announcing nodes.
@@ -352,6 +360,7 @@ class _Translator:
             for ip in pin.ips:
                 by_ip[ip].append((service, pin))
         self._sharing(by_ip)
+        self._announce_shared_ips_once(by_ip)
         self.out.pins = pins
 
     def _pin(self, service: Service) -> ServicePin:
@@ -469,6 +478,89 @@ class _Translator:
                 else:
                     for _, pin in group:
                         pin.annotations[cross] = ",".join(namespaces)
+
+    def _policies_of(self, service: Service, pin: ServicePin) -> tuple[str, ...]:
+        """The names of the L2 policies whose serviceSelector matches the pinned Service."""
+        view = {**service.labels, **pin.labels,
+                "io.kubernetes.service.namespace": service.namespace,
+                "io.kubernetes.service.name": service.name}
+        return tuple(policy["metadata"]["name"] for policy in self.out.policies
+                     if matches(policy["spec"].get("serviceSelector"), view))
+
+    def _announce_shared_ips_once(self, by_ip: dict[str, list[tuple[Service, ServicePin]]]
+                                  ) -> None:
+        """One lease, so one announcer, per shared IP (cilium/cilium#48419).
+
+        Cilium elects a lease holder per Service and nothing ties the elections of Services
+        that share an IP: two holders would both answer ARP for it, which MetalLB (one
+        election per IP) never did. So each shared IP is announced through one sharer, its
+        leader (the one with the most IPs, then the first by name): the others are labelled
+        followers and every L2 policy leaves them out. With kube-proxy replacement the
+        holder's node forwards the followers' ports too. A sharer that cannot follow (an IP
+        of its own, a different policy selection, or leading another shared IP) stays
+        announced, with a WARNING.
+        """
+        groups = {ip: sorted(group, key=lambda pair: (-len(pair[1].ips), pair[0].key))
+                  for ip, group in by_ip.items()
+                  if len(group) > 1 and group[0][1].pool in self.l2_pools}
+        if not groups:
+            return
+        policies = {pin.key: self._policies_of(svc, pin)
+                    for group in groups.values() for svc, pin in group}
+        leaders = {group[0][0].key for group in groups.values()}
+        leader_of: dict[str, list[Service]] = defaultdict(list)  # follower -> its IPs' leaders
+        members: dict[str, tuple[Service, ServicePin]] = {}
+        for group in groups.values():
+            for svc, pin in group[1:]:
+                leader_of[svc.key].append(group[0][0])
+                members[svc.key] = (svc, pin)
+        why_not: dict[str, str] = {}
+        for key, (_, pin) in members.items():
+            different = [leader.key for leader in leader_of[key]
+                         if policies[leader.key] != policies[key]]
+            if key in leaders:
+                why_not[key] = "it leads another shared IP"
+            elif not all(own in groups for own in pin.ips):
+                why_not[key] = "it also holds an IP it does not share"
+            elif different:
+                why_not[key] = (f"the L2 policies select it differently from"
+                                f" {', '.join(sorted(set(different)))}")
+        label = shared_ip_follower_label()
+        followed_by: dict[str, list[str]] = {}
+        for ip in sorted(groups, key=_ip_sort_key):
+            (leader, _), *others = groups[ip]
+            followed_by[ip] = []
+            for svc, pin in others:
+                if svc.key not in why_not:
+                    pin.labels[label] = "true"
+                    pin.annotations[ANNOUNCED_WITH_ANNOTATION] = ",".join(
+                        dict.fromkeys(each.key for each in leader_of[svc.key]))
+                    followed_by[ip].append(svc.key)
+                    continue
+                self.finding(
+                    Severity.WARNING, "shared-ip-two-announcers", svc.ref, "metadata.labels",
+                    f"shares {ip} with {leader.key}, but cannot be announced through it"
+                    f" ({why_not[svc.key]}): Cilium elects a lease holder per Service, and two"
+                    " holders would both answer ARP for the IP (cilium/cilium#48419);"
+                    " `migrate verify --arp` shows it.", svc.ref.origin,
+                )
+            if followed_by[ip]:
+                self.finding(
+                    Severity.WARNING, "shared-ip-one-announcer", leader.ref, "metadata.labels",
+                    f"{ip} is shared with {', '.join(followed_by[ip])}: Cilium elects a lease"
+                    " holder per Service, and two holders would both answer ARP for the IP"
+                    f" (cilium/cilium#48419), so the L2 policies announce it through"
+                    f" {leader.key} only and leave out {', '.join(followed_by[ip])} (label"
+                    f" {label}), reached through its node. Deleting {leader.key} stops the"
+                    f" announcement of {ip}.",
+                    leader.ref.origin,
+                )
+        if any(followed_by.values()):
+            not_a_follower = {"matchExpressions": [{"key": label, "operator": "DoesNotExist"}]}
+            for policy in self.out.policies:
+                spec = policy["spec"]
+                selector = combine(spec.pop("serviceSelector", None), not_a_follower)
+                policy["spec"] = {"serviceSelector": selector, **spec}
 
     def run(self) -> Translation:
         self.translate_pools()

@@ -58,3 +58,28 @@ def test_every_stage_in_order_keeps_every_ip(cluster_factory: ClusterFactory,
     for key in plan.context["announced"]:
         namespace, name = key.split("/")
         assert leases[f"cilium-l2announce-{namespace}-{name}"]["spec"]["holderIdentity"]
+
+
+def test_a_shared_ip_has_one_lease_and_one_announcing_node(cluster_factory: ClusterFactory
+                                                           ) -> None:
+    """cilium/cilium#48419: the sharers' elections are independent, so only the leader of a
+    shared IP is selected by the L2 policies; its lease holder alone answers."""
+    cluster = cluster_factory("several-pools-shared")
+    plan = make_plan(read_live(cluster.kube))
+    for stage in plan.stages:
+        apply_stage(cluster.kube, plan, stage.name, options=fast_options())
+    cluster.settle(0.2)
+    shared = {ip for ip in {ip for ips in plan.expected_ips.values() for ip in ips}
+              if sum(ip in ips for ips in plan.expected_ips.values()) > 1}
+    assert shared
+    leases = {lease["metadata"]["name"] for lease in
+              cluster.store.list("coordination.k8s.io", "Lease", "kube-system")}
+    announcements = cluster.controllers.announcements()
+    for ip in shared:
+        sharers = sorted(key for key, ips in plan.expected_ips.items() if ip in ips)
+        leased = [key for key in sharers
+                  if f"cilium-l2announce-{key.replace('/', '-')}" in leases]
+        assert len(leased) == 1, (ip, leased)
+        assert len(announcements[ip].cilium_nodes) == 1, (ip, announcements[ip])
+        assert announcements[ip].metallb_node is None
+    cluster.assert_ips_kept(plan.expected_ips)

@@ -4,12 +4,19 @@ One ``coordination.k8s.io/v1`` Lease per announced Service, named
 ``cilium-l2announce-<namespace>-<name>`` in Cilium's namespace, held by one eligible node;
 that node answers ARP for the Service's IPs. Leases are renewed on the store's clock, expire
 when their holder stops renewing, and are then taken by another eligible node.
+
+Which eligible node wins a lease is first come, first served in Cilium: nothing ties the
+elections of two Services together, so Services sharing one IP can get different holders, and
+then both nodes answer ARP for it (cilium/cilium#48419). The model keeps that: the winner is
+the candidate ranked first by a hash of the lease name and the node (``race_order``), which
+differs from Service to Service and stays the same from run to run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 from dataclasses import dataclass
 
 from migrate.lab.models._common import (
@@ -278,7 +285,7 @@ class CiliumL2Announcer(Model):
             lease = self.cache.get(LEASE_GROUP, "Lease", want.lease, self.namespace)
             if lease is None:
                 if want.candidates:
-                    self._create(want, want.candidates[0], now)
+                    self._create(want, race_order(want.lease, want.candidates)[0], now)
                 continue
             holder = str(spec_of(lease).get("holderIdentity") or "")
             if holder and holder in want.candidates:
@@ -288,7 +295,8 @@ class CiliumL2Announcer(Model):
                 # the holder's agent no longer selects this Service: it gives the lease up
                 self._release(lease, now)
             elif want.candidates and (not holder or now >= self._expiry(lease)):
-                self._write_lease(lease, want.candidates[0], now, acquired=True)
+                self._write_lease(lease, race_order(want.lease, want.candidates)[0], now,
+                                  acquired=True)
         if only is not None:
             leases = [lease for lease in (self.cache.get(LEASE_GROUP, "Lease", name,
                                                          self.namespace) for name in only)
@@ -402,6 +410,13 @@ class CiliumL2Announcer(Model):
                 out.append(CiliumAnnouncement(want.service, want.lease, holder, want.ips,
                                               want.interfaces.get(holder, ())))
         return sorted(out, key=lambda a: a.service)
+
+
+def race_order(lease: str, candidates: tuple[str, ...]) -> list[str]:
+    """The order in which ``candidates`` win the race for ``lease`` (a stable stand-in for
+    first come, first served that differs between leases)."""
+    return sorted(candidates,
+                  key=lambda node: hashlib.sha256(f"{lease}/{node}".encode()).hexdigest())
 
 
 def _parse_time(text: str) -> _dt.datetime | None:
