@@ -21,6 +21,7 @@ from typing import Any
 from migrate.errors import ClusterError, InputError, VerificationError
 from migrate.kube import Kube
 from migrate.plan.views import ingress_ips
+from migrate.translate.translator import ANNOUNCED_WITH_ANNOTATION
 from migrate.verify.announcers import ipv4_targets
 from migrate.verify.api import lease_name
 from migrate.verify.arp import Gratuitous, Observation, verify_arp, watch
@@ -197,7 +198,14 @@ def run_failover(
     svc = kube.try_get("v1", "Service", name, namespace)
     if svc is None:
         raise InputError(f"no Service {service}", field="--failover")
-    lease = lease_name(service)
+    # A Service sharing its IP may be announced through another sharer's lease (the
+    # translation's follower annotation): failing that one over moves this IP.
+    announced_with = ((svc.get("metadata") or {}).get("annotations") or {}).get(
+        ANNOUNCED_WITH_ANNOTATION, "")
+    announcer = announced_with.split(",")[0] or service
+    if announcer != service:
+        say(f"{service} shares its IP with {announcer}, whose lease announces it")
+    lease = lease_name(announcer)
     old_holder = _holder(kube, cilium_namespace, lease)
     if not old_holder:
         raise VerificationError(f"Service {service} has no Cilium lease holder (lease"

@@ -48,16 +48,18 @@ def _run_fast(controllers: Controllers, stop: threading.Event) -> None:
 
 
 @pytest.fixture
-def fast_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """The scenario's lab on a fast clock, with its client; stopped after the test."""
-    store, skipped = Store.from_snapshot([CLUSTERS / SCENARIO], Clock.manual())
+def fast_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The scenario's lab on a fast clock, with its client; stopped after the test (another
+    scenario through indirect parametrization)."""
+    scenario = getattr(request, "param", SCENARIO)
+    store, skipped = Store.from_snapshot([CLUSTERS / scenario], Clock.manual())
     assert not skipped, skipped
     DeploymentStatus(store)
     controllers = build_controllers(store)
     server = LabServer(store).start()
     kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
     kube = Kube.from_kubeconfig(str(kubeconfig), retry=RetryPolicy(attempts=4, base_delay=0.01))
-    cluster = Cluster(store, server, controllers, kube, kubeconfig, CLUSTERS / SCENARIO)
+    cluster = Cluster(store, server, controllers, kube, kubeconfig, CLUSTERS / scenario)
     cluster._thread = threading.Thread(target=_run_fast, args=(controllers, cluster._stop),
                                        daemon=True)
     cluster._thread.start()
@@ -105,6 +107,24 @@ def test_the_lease_moves_to_another_eligible_node(fast_cluster: Cluster) -> None
     assert old not in agent_pods(fast_cluster)
     assert report.wire is False and report.to_json()["status"] == "ok"
     assert any(f"deleting pod kube-system/{pods[old]}" in event for event in events)
+
+
+@pytest.mark.parametrize("fast_cluster", ["several-pools-shared"], indirect=True)
+def test_a_service_announced_through_its_sharer_fails_over_with_it(
+    fast_cluster: Cluster,
+) -> None:
+    plan = migrated(fast_cluster)
+    follower = "dns/pihole-udp"
+    assert follower not in plan.context["announced"]  # no lease of its own
+    leader = "dns/pihole-tcp"
+    old = holder(fast_cluster, leader)
+    events: list[str] = []
+    report = run_failover(fast_cluster.kube, follower, timeout=30, poll=0.05,
+                          on_event=events.append)
+    assert report.ok, report.problems
+    assert report.old_holder == old and report.new_holder not in (None, old)
+    assert holder(fast_cluster, leader) == report.new_holder
+    assert f"{follower} shares its IP with {leader}, whose lease announces it" in events
 
 
 def test_a_lease_that_never_moves_times_out_cleanly(fast_cluster: Cluster) -> None:
