@@ -127,10 +127,12 @@ class LabOnWire:
 
 
 @pytest.fixture
-def lab_on_wire(cluster_factory: ClusterFactory, lab_wire: Wire,
-                tmp_path: Path) -> Iterator[LabOnWire]:
-    """The scenario's lab, responders following it per node and stack, a prober watching."""
-    cluster = cluster_factory(SCENARIO)
+def lab_on_wire(cluster_factory: ClusterFactory, lab_wire: Wire, tmp_path: Path,
+                request: pytest.FixtureRequest) -> Iterator[LabOnWire]:
+    """The scenario's lab, responders following it per node and stack, a prober watching
+    (indirect parametrization: ``(scenario, canary pool or None)``)."""
+    scenario, canary = getattr(request, "param", (SCENARIO, None))
+    cluster = cluster_factory(scenario)
     namespace_of = dict(zip(LAB_NODES, lab_wire.nodes, strict=True))
     # Each node's InternalIP lives on its namespace's eth0, so verify learns its MAC over ARP.
     for node in cluster.kube.list("v1", "Node"):
@@ -138,7 +140,7 @@ def lab_on_wire(cluster_factory: ClusterFactory, lab_wire: Wire,
                        if a["type"] == "InternalIP")
         subprocess.run(["ip", "-n", namespace_of[node["metadata"]["name"]], "addr", "add",
                         f"{address}/32", "dev", INTERFACE], check=True)
-    plan = make_plan(read_live(cluster.kube))
+    plan = make_plan(read_live(cluster.kube), canary=canary)
     assert not plan.blocked, plan.findings
     plan_file = tmp_path / "plan.yaml"
     save_plan(plan, plan_file)
@@ -273,3 +275,38 @@ def test_make_before_break_shows_two_announcers(lab_on_wire: LabOnWire) -> None:
         assert sorted(rows[ip]["nodes"]) == sorted(
             {*view[ip].metallb_nodes, *view[ip].cilium_nodes})
     assert "not answered by exactly one MAC" in stderr
+
+
+def answering_node(lab: LabOnWire, ip: str) -> str:
+    """The one node the lab says answers for ``ip`` now (either stack)."""
+    view = lab.cluster.controllers.announcements()[ip]
+    nodes = {*view.metallb_nodes, *view.cilium_nodes}
+    assert len(nodes) == 1, (ip, view)
+    return nodes.pop()
+
+
+@pytest.mark.parametrize("lab_on_wire", [("several-pools-shared", "dns")], indirect=True)
+def test_a_canary_pool_with_a_shared_ip_keeps_one_announcer(lab_on_wire: LabOnWire) -> None:
+    """The canary pool (DNS over TCP and UDP on one IP) moves first, the other pools stay with
+    MetalLB; then the rest. One MAC per IP at every moment, verify passing at each step."""
+    lab = lab_on_wire
+    cluster, plan, mac_of = lab.cluster, lab.plan, lab.mac_of
+    canary_ips = {ip for key in plan.context["canary"]["services"]
+                  for ip in plan.expected_ips[key]}
+    assert canary_ips and set(map(str, lab.vips)) - canary_ips
+    for stage in plan.stages:
+        assert apply_stage(cluster.kube, plan, stage.name,
+                           options=fast_options()).outcome == "applied", stage.name
+        if stage.name not in ("ipam-handover", "l2-canary", "l2-cutover"):
+            continue
+        lab.follower.wait_synced()
+        view = cluster.controllers.announcements()
+        if stage.name == "l2-canary":
+            for ip in map(str, lab.vips):
+                stack = "cilium" if ip in canary_ips else "metallb"
+                assert (view[ip].cilium_node if stack == "cilium" else view[ip].metallb_node)
+        lab.wire_shows({ip: [mac_of[answering_node(lab, ip)]] for ip in map(str, lab.vips)})
+        code, document, stderr = lab.verify()
+        assert code == 0, (stage.name, stderr, document)
+        assert {row["announcer"] for row in document["arp"]} == {"ok"}
+    assert not doubled_rounds(lab.watcher)
