@@ -239,10 +239,11 @@ def verify(
 
     \b
     With --plan: every Service has its plan IPs, no pool in conflict, LB-IPAM refuses no
-    Service, and after l2-cutover every announced Service has a lease held by an eligible
-    node and no MetalLB L2Advertisement is left. With --arp --interface IF: each IP (the
-    plan's IPv4 ones, or --ip) answered by exactly one MAC, that of the lease holder (after
-    cutover) or of MetalLB's announcing node (before). Exits 4 when anything fails.
+    Service, and after l2-cutover (for the canary pool: after l2-canary) every announced
+    Service has a lease held by an eligible node and no MetalLB L2Advertisement is left for
+    it. With --arp --interface IF: each IP (the plan's IPv4 ones, or --ip) answered by exactly
+    one MAC, that of the lease holder (after cutover) or of MetalLB's announcing node
+    (before). Exits 4 when anything fails.
     """
     from migrate.verify import run_verify
     from migrate.verify.arp import node_pairs
