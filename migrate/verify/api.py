@@ -13,7 +13,9 @@ at (the stages recorded by ``migrate apply``):
 - before ``l2-cutover``: no Service MetalLB announces (ServiceL2Status [M5]) also has a
   Cilium lease holder, which would answer ARP too (I2) [C2];
 - once ``l2-cutover`` is applied: a lease ``cilium-l2announce-<ns>-<name>`` held by a node
-  the policies select for every announced Service [C2], and no MetalLB L2Advertisement left.
+  the policies select for every announced Service [C2], one holder per shared IP (Cilium
+  elects per Service, cilium/cilium#48419), and no MetalLB L2Advertisement left; once
+  ``l2-canary`` is, the same for the canary pool's Services.
 
 It also records who should answer ARP for each IP (the lease holder after cutover, MetalLB's
 ServiceL2Status node before [M5]) so that ``announcers.match_announcers`` can hold the wire
@@ -299,6 +301,32 @@ def _lease_checks(plan: Plan, leases: Mapping[str, Obj], only: Container[str] | 
     return checks, holders
 
 
+def _shared_ip_checks(plan: Plan, leases: Mapping[str, Obj]) -> list[Check]:
+    """One lease holder per shared IP: Cilium elects one per Service, and two holders of
+    Services sharing an IP both answer ARP for it (I2) (cilium/cilium#48419). Every sharer's
+    lease counts, a follower's too (one should have none)."""
+    checks = []
+    by_ip: dict[str, dict[str, str]] = {}
+    for key, ips in plan.expected_ips.items():
+        lease = leases.get(lease_name(key)) or {}
+        holder = str((lease.get("spec") or {}).get("holderIdentity") or "")
+        for ip in ips:
+            by_ip.setdefault(ip, {})[key] = holder
+    for ip, services in sorted(by_ip.items()):
+        if len(services) < 2:
+            continue
+        held = {key: node for key, node in sorted(services.items()) if node}
+        if len(set(held.values())) > 1:
+            who = ", ".join(f"{node} ({key})" for key, node in held.items())
+            checks.append(Check("one-holder-per-ip", f"IP {ip}", False,
+                                f"shared by Services whose leases are held by {who}: each"
+                                " holder answers ARP for it (cilium/cilium#48419)"))
+        elif held:
+            checks.append(Check("one-holder-per-ip", f"IP {ip}", True,
+                                f"announced by {next(iter(held.values()))} only"))
+    return checks
+
+
 def _advertisement_checks(advertisements: Sequence[Obj], stage: str = "l2-cutover"
                           ) -> list[Check]:
     """After cutover MetalLB must not announce anything any more, after the canary nothing of
@@ -377,6 +405,7 @@ def verify_api(kube: Kube, plan: Plan, *, state_namespace: str = STATE_NAMESPACE
             kube, "coordination.k8s.io/v1", "Lease", plan.cilium_namespace)}
         lease_checks, holders = _lease_checks(plan, leases, set(canary.get("services") or ()))
         checks += lease_checks
+        checks += _shared_ip_checks(plan, leases)
         gone = set(canary.get("advertisements") or ())
         checks += _advertisement_checks([
             ad for ad in _list_or_empty(kube, "metallb.io/v1beta1", "L2Advertisement",
@@ -390,6 +419,7 @@ def verify_api(kube: Kube, plan: Plan, *, state_namespace: str = STATE_NAMESPACE
             kube, "coordination.k8s.io/v1", "Lease", plan.cilium_namespace)}
         lease_checks, holders = _lease_checks(plan, leases)
         checks += lease_checks
+        checks += _shared_ip_checks(plan, leases)
         checks += _advertisement_checks(_list_or_empty(
             kube, "metallb.io/v1beta1", "L2Advertisement", plan.metallb_namespace))
         announcers = _announcers(plan, holders)

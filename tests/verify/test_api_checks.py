@@ -333,3 +333,39 @@ def test_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
     result = run_cli("verify", *(a.format(plan=plan_file) for a in args))
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+def test_two_lease_holders_for_one_shared_ip_fail_the_api_checks(
+    cluster_factory: ClusterFactory,
+) -> None:
+    """cilium/cilium#48419: the follower label keeps one lease per shared IP; a sharer that
+    gets a lease of its own on another node makes two answers for the IP, and verify says so."""
+    cluster = cluster_factory("several-pools-shared")
+    plan = planned(cluster)
+    apply_until(cluster, plan, plan.stages[-1].name)
+    shared_ip = plan.expected_ips["dns/pihole-tcp"][0]
+    checks = by_name(verify_api(cluster.kube, plan), "one-holder-per-ip")
+    assert checks[f"IP {shared_ip}"].ok, checks
+
+    # Somebody removes the follower label: Cilium elects a holder for that Service too.
+    service = cluster.store.get("", "Service", "pihole-udp", "dns")
+    del service["metadata"]["labels"]["lbmigrate.io/shared-ip-follower"]
+    cluster.store.update(service)
+    cluster.settle(0.2)
+    leases = "coordination.k8s.io"
+    tcp = cluster.store.get(leases, "Lease", "cilium-l2announce-dns-pihole-tcp", "kube-system")
+    udp = cluster.store.get(leases, "Lease", "cilium-l2announce-dns-pihole-udp", "kube-system")
+    other = next(node for node in ("worker-1", "worker-2")
+                 if node != tcp["spec"]["holderIdentity"])
+    udp["spec"]["holderIdentity"] = other  # the other worker won that election
+    cluster.store.update(udp)
+    cluster.settle(0.2)
+
+    report = verify_api(cluster.kube, plan)
+    check = by_name(report, "one-holder-per-ip")[f"IP {shared_ip}"]
+    assert not check.ok
+    assert check.detail == (
+        f"shared by Services whose leases are held by {tcp['spec']['holderIdentity']}"
+        f" (dns/pihole-tcp), {other} (dns/pihole-udp): each holder answers ARP for it"
+        " (cilium/cilium#48419)")
+    assert not report.ok
