@@ -22,12 +22,14 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[str]:
-    """A lab serving the guide's cluster (models running); yields its kubeconfig path."""
+def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A lab serving the guide's cluster (models running; another snapshot through indirect
+    parametrization); yields its kubeconfig path."""
     kubeconfig = tmp_path / "kubeconfig"
+    snapshot = getattr(request, "param", GUIDE)
     process = subprocess.Popen(
-        [sys.executable, "-m", "migrate.lab", "serve", "--snapshot", str(GUIDE), "--port", "0",
-         "--kubeconfig-out", str(kubeconfig)],
+        [sys.executable, "-m", "migrate.lab", "serve", "--snapshot", str(snapshot), "--port",
+         "0", "--kubeconfig-out", str(kubeconfig)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert process.stdout is not None
@@ -99,3 +101,41 @@ def test_plan_from_the_bundled_example(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "p.json").read_text())
     assert saved["kind"] == "MigrationPlan" and saved["expectedIPs"]["shop/web"] == [
         "192.168.105.128"]
+
+
+@pytest.mark.parametrize("served", [TESTDATA / "clusters" / "several-pools-shared"],
+                         indirect=True)
+def test_a_canary_as_an_operator_runs_it(served: str, tmp_path: Path) -> None:
+    """`migrate` (the executable's module) end to end: plan --canary, the stages up to the
+    canary, status, rollback of the canary alone, then the rest; verify at each end."""
+    def migrate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "migrate", *args, "--kubeconfig", served],
+                              capture_output=True, text=True, check=False,
+                              stdin=subprocess.DEVNULL, timeout=120)
+
+    plan_file = str(tmp_path / "plan.yaml")
+    shown = migrate("plan", "--canary", "dns", "--out", plan_file)
+    assert shown.returncode == 0, shown.stderr
+    assert "Stage 4: l2-canary" in shown.stdout and "Stage 6: decommission" in shown.stdout
+    for stage in ("pin", "freeze-metallb", "ipam-handover", "l2-canary"):
+        applied = migrate("apply", "--plan", plan_file, "--stage", stage, "--yes")
+        assert applied.returncode == 0, (stage, applied.stderr)
+    early = migrate("apply", "--plan", plan_file, "--stage", "decommission", "--yes")
+    assert early.returncode == 3 and "earlier stage" in early.stderr
+    status = migrate("status")
+    assert "l2-canary" in status.stdout, status.stdout
+    checked = migrate("verify", "--plan", plan_file, "-o", "json")
+    assert checked.returncode == 0, checked.stdout
+    assert {c["name"] for c in json.loads(checked.stdout)["api"]} >= {
+        "lease", "metallb-advertisements", "one-announcer"}
+
+    undone = migrate("rollback", "--to", "ipam-handover", "--yes")
+    assert undone.returncode == 0, undone.stderr
+    assert "Rolled back l2-canary" in undone.stdout
+    for stage in ("l2-canary", "l2-cutover", "decommission"):
+        applied = migrate("apply", "--plan", plan_file, "--stage", stage, "--yes")
+        assert applied.returncode == 0, (stage, applied.stderr)
+    finished = migrate("verify", "--plan", plan_file, "-o", "json")
+    assert finished.returncode == 0, finished.stdout
+    checks = json.loads(finished.stdout)["api"]
+    assert any(c["name"] == "one-holder-per-ip" and c["status"] == "ok" for c in checks)
