@@ -146,6 +146,42 @@ def convert(
         )
 
 
+def _watch(interface: str, ip_specs: tuple[str, ...], plan: Any, node_macs: dict[str, str],
+           seconds: float, output: str, kube: Any) -> None:
+    """``verify --arp --watch``: stream the wire's changes, then sum them up."""
+    import json
+
+    from migrate.render import watch_line, watch_summary
+    from migrate.verify.announcers import ipv4_targets
+    from migrate.verify.targets import parse_targets
+    from migrate.verify.watching import node_owners, watch_wire
+
+    if ip_specs:
+        targets = parse_targets(ip_specs)
+    else:
+        targets, _ = ipv4_targets(ip for ips in plan.expected_ips.values() for ip in ips)
+    node_ips = {}
+    if kube is not None:
+        from migrate.verify.api import node_internal_ips
+
+        node_ips = node_internal_ips(kube)
+    owners = node_owners(interface, node_macs, node_ips)
+    report, events = watch_wire(interface, targets, seconds, owners=owners)
+    if output != "json":
+        click.echo(f"Watching {len(targets)} IP(s) on {interface} for {seconds:g}s"
+                   " (Ctrl-C stops early)", err=True)
+    try:
+        for event in events:
+            click.echo(json.dumps(event.to_json()) if output == "json" else watch_line(event))
+    except KeyboardInterrupt:
+        events.close()
+    report.finish()
+    click.echo(json.dumps(report.to_json()) if output == "json" else watch_summary(report),
+               nl=output == "json")
+    if report.problems:
+        raise VerificationError("; ".join(report.problems))
+
+
 @main.command()
 @click.option("--from", "from_paths", multiple=True, type=click.Path(), metavar="DIR",
               help="File or folder of the cluster's objects (a kubectl dump); repeatable.")
@@ -218,6 +254,10 @@ def preflight(
               help="Seconds --failover waits for another node to take over.")
 @click.option("--cilium-namespace", metavar="NS", default=None,
               help="Cilium's namespace for --failover (default: the plan's, else kube-system).")
+@click.option("--watch", "watch_seconds", type=float, default=None, metavar="SECONDS",
+              help="With --arp: follow the wire for SECONDS, a line per change (run it while"
+                   " another terminal applies l2-cutover); exits 4 if an IP ever had two"
+                   " MACs or is silent at the end.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
               show_default=True, help="Output format.")
 def verify(
@@ -233,6 +273,7 @@ def verify(
     yes: bool,
     timeout: float,
     cilium_namespace: str | None,
+    watch_seconds: float | None,
     output: str,
 ) -> None:
     """Check the migration: API objects, ARP on the wire (invariant I2), a forced failover.
@@ -262,12 +303,19 @@ def verify(
     if failover_service and not yes:
         raise click.UsageError(f"--failover deletes the Cilium agent pod on the node holding"
                                f" {failover_service}'s lease: confirm with --yes")
+    if watch_seconds is not None and (not arp or failover_service):
+        raise click.UsageError("--watch needs --arp --interface IF, and no --failover")
     given_macs = node_pairs(node_macs, "MAC")
     loaded = None
     if plan_path:
         from migrate.plan.api import load_plan
 
         loaded = load_plan(plan_path)
+    if watch_seconds is not None:
+        assert interface is not None
+        _watch(interface, ip_specs, loaded, given_macs, watch_seconds, output,
+               _kube(kubeconfig, kube_context) if loaded else None)
+        return
     kube = _kube(kubeconfig, kube_context) if plan_path or failover_service else None
     result = run_verify(
         kube, loaded, interface=interface if arp else None, ip_specs=ip_specs,

@@ -350,3 +350,42 @@ def _failover_lines(report: Any) -> list[str]:
                      f" rounds with two MACs: {report.conflict_rounds}")
     lines += [f"  problem: {problem}" for problem in report.problems]
     return lines
+
+
+def _clock(epoch: float) -> str:
+    import time
+
+    return time.strftime("%H:%M:%S", time.localtime(epoch)) + f".{int(epoch % 1 * 1000):03d}"
+
+
+def _answering(macs: Sequence[str], nodes: Sequence[str]) -> str:
+    return ", ".join(macs) + (f" ({', '.join(nodes)})" if nodes else "")
+
+
+def watch_line(event: Any) -> str:
+    """One line of ``migrate verify --watch``: when, which IP, what changed."""
+    who = _answering(event.macs, event.nodes)
+    if event.kind == "silent":
+        text = "silent: nobody answers"
+    elif event.kind == "conflict":
+        text = f"CONFLICT: answered by {who}"
+    elif event.kind == "gratuitous":
+        text = f"gratuitous ARP ({event.detail}) from {who}"
+    else:
+        text = f"answered by {who}" + (
+            f" after {event.silent_for:.2f}s of silence" if event.silent_for else "")
+    return f"{_clock(event.at)}  {event.ip}  {text}"
+
+
+def watch_summary(report: Any) -> str:
+    """What a watch saw, per IP: who answers now, moves, longest silence, rounds with two MACs."""
+    seconds = (report.ended or 0.0) - (report.started or 0.0)
+    lines = [f"Watched {len(report.ips)} IP(s) on {report.interface} for {seconds:.1f}s"
+             f" ({report.rounds} rounds):"]
+    width = max((len(ip) for ip in report.ips), default=0)
+    for ip, history in report.ips.items():
+        now = ", ".join(history.macs or ()) or "nobody"
+        lines.append(f"  {ip.ljust(width)}  now {now}; moved {history.moves} time(s); longest"
+                     f" silence {history.longest_silence:.2f}s; rounds with two MACs:"
+                     f" {history.conflict_rounds}")
+    return "".join(f"{line}\n" for line in lines)

@@ -289,6 +289,17 @@ def stop_process(process: subprocess.Popen[str]) -> None:
             stream.close()
 
 
+def json_lines_of(process: subprocess.Popen[str], timeout: float = 30.0
+                  ) -> tuple[int, list[dict[str, Any]], str]:
+    """Wait for ``process`` (stopped if it hangs): its exit code, its stdout as JSON lines, its
+    stderr."""
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        stop_process(process)
+    return process.returncode, [json.loads(line) for line in out.splitlines()], err
+
+
 def built_wire(wire: Wire) -> Iterator[Wire]:
     """Build a wire for a fixture to yield, skip when namespaces cannot be made, and always
     tear it down by name."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ from tests.wire import (
     Watcher,
     Wire,
     built_wire,
+    json_lines_of,
     python_env,
     run_in_namespace,
     session_prefix,
@@ -310,3 +312,40 @@ def test_a_canary_pool_with_a_shared_ip_keeps_one_announcer(lab_on_wire: LabOnWi
         assert code == 0, (stage.name, stderr, document)
         assert {row["announcer"] for row in document["arp"]} == {"ok"}
     assert not doubled_rounds(lab.watcher)
+
+
+def test_verify_watch_follows_the_cutover(lab_on_wire: LabOnWire) -> None:
+    """An operator's second terminal: `migrate verify --plan --arp --watch` while the stages
+    run, stopped with Ctrl-C. It names the nodes behind the MACs (from their InternalIPs),
+    sees each IP move from MetalLB's node to its lease holder, and no round with two MACs."""
+    lab = lab_on_wire
+    cluster, plan, mac_of = lab.cluster, lab.plan, lab.mac_of
+    lab.now_seen()
+    argv = lab.wire.exec_argv(lab.wire.client, [
+        sys.executable, "-m", "migrate", "verify", "--plan", str(lab.plan_file),
+        "--kubeconfig", str(lab.kubeconfig), "--arp", "--interface", INTERFACE,
+        "--watch", "120", "-o", "json"])
+    before = {ip: answering_node(lab, ip) for ip in map(str, lab.vips)}
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=python_env())
+    try:
+        time.sleep(2.0)
+        for stage in plan.stages:
+            assert apply_stage(cluster.kube, plan, stage.name,
+                               options=fast_options()).outcome == "applied", stage.name
+        after = {ip: answering_node(lab, ip) for ip in map(str, lab.vips)}
+        lab.wire_shows({ip: [mac_of[node]] for ip, node in after.items()})
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)  # Ctrl-C: stop and sum up
+    finally:
+        code, lines, err = json_lines_of(process)
+    assert code == 0, err
+    summary = lines[-1]["summary"]
+    assert summary["problems"] == []
+    for ip in map(str, lab.vips):
+        answered = [(e["macs"], e["nodes"]) for e in lines[:-1]
+                    if e["ip"] == ip and e["event"] == "answered"]
+        assert answered[0] == ([mac_of[before[ip]]], [before[ip]]), answered
+        assert answered[-1] == ([mac_of[after[ip]]], [after[ip]]), answered
+        assert summary["ips"][ip]["conflictRounds"] == 0
+        assert summary["ips"][ip]["macs"] == [mac_of[after[ip]]]
