@@ -14,7 +14,7 @@ from collections.abc import Generator, Iterable, Mapping, Sequence
 from ipaddress import IPv4Address
 from typing import Any, Literal, NamedTuple
 
-from migrate.verify.arp import DEFAULT_QUIET, Observation, probe, watch
+from migrate.verify.arp import Observation, format_mac, parse_mac, probe, watch
 
 EventKind = Literal["answered", "silent", "conflict", "gratuitous"]
 DEFAULT_INTERVAL = 0.2
@@ -158,13 +158,11 @@ def node_owners(interface: str, node_macs: Mapping[str, str] | None = None,
                 node_ips: Mapping[str, IPv4Address] | None = None) -> dict[str, list[str]]:
     """MAC → nodes: the given ``--node-mac`` pairs, and the MACs answering for the nodes'
     InternalIPs on ``interface`` (probed once)."""
-    from migrate.verify.arp import format_mac, parse_mac
-
     owners: dict[str, list[str]] = {}
     addresses = dict(node_ips or {})
     if addresses:
         answers = {result.ip: result.macs
-                   for result in probe(interface, list(addresses.values()), quiet=DEFAULT_QUIET)}
+                   for result in probe(interface, list(addresses.values()))}
         for node, address in addresses.items():
             for mac in answers.get(address, ()):
                 owners.setdefault(mac, []).append(node)
