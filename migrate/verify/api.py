@@ -398,35 +398,27 @@ def verify_api(kube: Kube, plan: Plan, *, state_namespace: str = STATE_NAMESPACE
     canary = plan.context.get("canary") or {}
     phase: Phase = ("cilium" if "l2-cutover" in applied else
                     "canary" if "l2-canary" in applied and canary else "metallb")
-    if phase == "canary":
-        # The canary pool's Services have leases; MetalLB announces every other one, and
-        # never one of the canary's (the one-announcer checks cover every Service).
-        leases = {_name(lease): lease for lease in _list_or_empty(
-            kube, "coordination.k8s.io/v1", "Lease", plan.cilium_namespace)}
-        lease_checks, holders = _lease_checks(plan, leases, set(canary.get("services") or ()))
+    leases = {_name(lease): lease for lease in _list_or_empty(
+        kube, "coordination.k8s.io/v1", "Lease", plan.cilium_namespace)}
+    holders: dict[str, str] = {}
+    if phase != "metallb":
+        # After cutover every announced Service has a lease; after the canary its pool's do.
+        only = set(canary.get("services") or ()) if phase == "canary" else None
+        lease_checks, holders = _lease_checks(plan, leases, only)
         checks += lease_checks
         checks += _shared_ip_checks(plan, leases)
-        gone = set(canary.get("advertisements") or ())
-        checks += _advertisement_checks([
-            ad for ad in _list_or_empty(kube, "metallb.io/v1beta1", "L2Advertisement",
+        advertisements = _list_or_empty(kube, "metallb.io/v1beta1", "L2Advertisement",
                                         plan.metallb_namespace)
-            if _name(ad) in gone], "l2-canary")
+        if phase == "canary":
+            gone = set(canary.get("advertisements") or ())
+            checks += _advertisement_checks(
+                [ad for ad in advertisements if _name(ad) in gone], "l2-canary")
+        else:
+            checks += _advertisement_checks(advertisements)
+    speakers: dict[str, str] = {}
+    if phase != "cilium":
+        # MetalLB announces the rest, and never a Service Cilium announces too.
         speakers = metallb_announcers(kube, plan.metallb_namespace)
         checks += _one_announcer_checks(plan, speakers, leases)
-        announcers = _announcers(plan, {**speakers, **holders})
-    elif phase == "cilium":
-        leases = {_name(lease): lease for lease in _list_or_empty(
-            kube, "coordination.k8s.io/v1", "Lease", plan.cilium_namespace)}
-        lease_checks, holders = _lease_checks(plan, leases)
-        checks += lease_checks
-        checks += _shared_ip_checks(plan, leases)
-        checks += _advertisement_checks(_list_or_empty(
-            kube, "metallb.io/v1beta1", "L2Advertisement", plan.metallb_namespace))
-        announcers = _announcers(plan, holders)
-    else:
-        speakers = metallb_announcers(kube, plan.metallb_namespace)
-        leases = {_name(lease): lease for lease in _list_or_empty(
-            kube, "coordination.k8s.io/v1", "Lease", plan.cilium_namespace)}
-        checks += _one_announcer_checks(plan, speakers, leases)
-        announcers = _announcers(plan, speakers)
+    announcers = _announcers(plan, {**speakers, **holders})
     return ApiReport(tuple(checks), phase, announcers, applied)
