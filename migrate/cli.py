@@ -152,23 +152,12 @@ def _watch(interface: str, ip_specs: tuple[str, ...], plan: Any, node_macs: dict
     import json
 
     from migrate.render import watch_line, watch_summary
-    from migrate.verify.announcers import ipv4_targets
-    from migrate.verify.targets import parse_targets
-    from migrate.verify.watching import node_owners, watch_wire
+    from migrate.verify.watching import start_watch
 
-    if ip_specs:
-        targets = parse_targets(ip_specs)
-    else:
-        targets, _ = ipv4_targets(ip for ips in plan.expected_ips.values() for ip in ips)
-    node_ips = {}
-    if kube is not None:
-        from migrate.verify.api import node_internal_ips
-
-        node_ips = node_internal_ips(kube)
-    owners = node_owners(interface, node_macs, node_ips)
-    report, events = watch_wire(interface, targets, seconds, owners=owners)
+    report, events = start_watch(kube, plan, interface, seconds, ip_specs=ip_specs,
+                                 node_macs=node_macs)
     if output != "json":
-        click.echo(f"Watching {len(targets)} IP(s) on {interface} for {seconds:g}s"
+        click.echo(f"Watching {len(report.ips)} IP(s) on {interface} for {seconds:g}s"
                    " (Ctrl-C stops early)", err=True)
     try:
         for event in events:

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from ipaddress import IPv4Address
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from migrate.verify.arp import Observation, format_mac, parse_mac, probe, watch
+
+if TYPE_CHECKING:
+    from migrate.kube import Kube
+    from migrate.plan.model import Plan
 
 EventKind = Literal["answered", "silent", "conflict", "gratuitous"]
 DEFAULT_INTERVAL = 0.2
@@ -176,7 +180,31 @@ def watch_wire(interface: str, targets: Sequence[IPv4Address], seconds: float, *
                owners: Mapping[str, Sequence[str]] | None = None
                ) -> tuple[WatchReport, Generator[WireEvent, None, None]]:
     """Watch ``targets`` on ``interface`` for ``seconds``: the report, and the events to
-    iterate (the report is complete once they are exhausted, or stopped early)."""
+    iterate (the report is complete once they are exhausted, or ``finish`` after a stop)."""
     report = WatchReport(interface, [str(ip) for ip in targets])
     rounds = watch(interface, targets, seconds, interval)
     return report, follow(rounds, report, owners)
+
+
+def start_watch(kube: Kube | None, plan: Plan | None, interface: str, seconds: float, *,
+                ip_specs: Sequence[str] = (), node_macs: Mapping[str, str] | None = None
+                ) -> tuple[WatchReport, Generator[WireEvent, None, None]]:
+    """``migrate verify --arp --watch``: the IPs of ``ip_specs`` (else the plan's IPv4 ones),
+    their MACs named after the nodes (``node_macs``, and the nodes' InternalIPs probed when
+    there is a cluster), watched as ``watch_wire`` does."""
+    from migrate.verify.announcers import ipv4_targets
+    from migrate.verify.targets import parse_targets
+
+    if ip_specs:
+        targets = parse_targets(ip_specs)
+    elif plan is not None:
+        targets, _ = ipv4_targets(ip for ips in plan.expected_ips.values() for ip in ips)
+    else:
+        raise ValueError("give ip_specs or a plan")
+    node_ips: Mapping[str, IPv4Address] = {}
+    if kube is not None:
+        from migrate.verify.api import node_internal_ips
+
+        node_ips = node_internal_ips(kube)
+    return watch_wire(interface, targets, seconds,
+                      owners=node_owners(interface, node_macs, node_ips))
