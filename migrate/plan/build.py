@@ -14,7 +14,12 @@ from migrate.model.metallb import L2Advertisement
 from migrate.plan.model import Action, Obj, Plan, Stage, Target, canonical_digest
 from migrate.plan.views import IGNORED_ANNOTATIONS, creatable, view
 from migrate.sources.snapshot import ClusterSnapshot
-from migrate.translate.translator import SOURCE_ANNOTATION, ServicePin, Translation
+from migrate.translate.translator import (
+    SOURCE_ANNOTATION,
+    ServicePin,
+    Translation,
+    selection_labels,
+)
 
 # Which MetalLB annotation pins MetalLB itself to the current IPs, so that a rollback that
 # wakes its controller gives back the same addresses [M6].
@@ -130,6 +135,7 @@ class _Builder:
         self.pool_advertised_bgp = self._bgp_pools()
         self.canary_ads: set[str] = set()
         self.canary_policies: set[str] = set()
+        self.announced = announced_services(snapshot, translation)
 
     def _bgp_pools(self) -> set[str]:
         names: set[str] = set()
@@ -376,8 +382,7 @@ class _Builder:
         ads, policies, services = self.canary_scope(pool)
         self.canary_ads = {ad.name for ad in ads}
         self.canary_policies = {p["metadata"]["name"] for p in policies}
-        announced = set(announced_services(self.snapshot, self.translation))
-        waited = [key for key in services if key in announced]
+        waited = [key for key in services if key in self.announced]
         self.context["canary"] = {"pool": pool, "services": waited,
                                   "advertisements": sorted(self.canary_ads)}
         actions = self._advertisement_deletes(ads) + self._policy_creates(policies)
@@ -530,10 +535,7 @@ def announced_services(snapshot: ClusterSnapshot, translation: Translation) -> d
     for pin in translation.pins:
         if not pin.ips:
             continue
-        service = services[pin.key]
-        labels = {**service.labels, **pin.labels,
-                  "io.kubernetes.service.namespace": pin.namespace,
-                  "io.kubernetes.service.name": pin.name}
+        labels = selection_labels(services[pin.key], pin.labels)
         policies = [p for p in translation.policies
                     if matches(p["spec"].get("serviceSelector"), labels)]
         if not policies:
@@ -600,7 +602,7 @@ def build_plan(snapshot: ClusterSnapshot, translation: Translation, *,
         metallb_webhook(snapshot) or {}).get("metadata", {}).get("name")
     builder.context["poolApiVersion"] = translation.cilium.pool_api_version
     builder.context["services"] = sorted(s.key for s in snapshot.services if s.is_load_balancer)
-    builder.context["announced"] = announced_services(snapshot, translation)
+    builder.context["announced"] = builder.announced
     builder.context["poolIPs"] = pool_ip_counts(translation)
     return Plan(
         fingerprint=snapshot_fingerprint(snapshot),

@@ -88,6 +88,14 @@ class Translation:
         return [*self.pools, *self.policies]
 
 
+def selection_labels(service: Service, pinned: dict[str, str]) -> dict[str, str]:
+    """What Cilium's selectors see of a Service once pinned: its labels, the pin's labels, and
+    the ``io.kubernetes.service.namespace`` / ``.name`` pseudo-labels [C1][C2]."""
+    return {**service.labels, **pinned,
+            "io.kubernetes.service.namespace": service.namespace,
+            "io.kubernetes.service.name": service.name}
+
+
 def go_quote_meta(text: str) -> str:
     """Escape a string for a Go regexp as ``regexp.QuoteMeta`` does."""
     return "".join("\\" + ch if ch in _GO_REGEX_SPECIALS else ch for ch in text)
@@ -420,10 +428,7 @@ class _Translator:
                          ref.origin)
         if pool is not None:
             selector = self.pool_selectors.get(pool, {})
-            view = {**service.labels, **labels,
-                    "io.kubernetes.service.namespace": service.namespace,
-                    "io.kubernetes.service.name": service.name}
-            if not matches(selector, view):
+            if not matches(selector, selection_labels(service, labels)):
                 self.finding(
                     Severity.ERROR, "pool-selector-mismatch", ref, "metadata.labels",
                     f"holds IPs of pool {pool}, but the Service does not match that pool's"
@@ -481,9 +486,7 @@ class _Translator:
 
     def _policies_of(self, service: Service, pin: ServicePin) -> tuple[str, ...]:
         """The names of the L2 policies whose serviceSelector matches the pinned Service."""
-        view = {**service.labels, **pin.labels,
-                "io.kubernetes.service.namespace": service.namespace,
-                "io.kubernetes.service.name": service.name}
+        view = selection_labels(service, pin.labels)
         return tuple(policy["metadata"]["name"] for policy in self.out.policies
                      if matches(policy["spec"].get("serviceSelector"), view))
 
