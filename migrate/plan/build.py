@@ -9,10 +9,12 @@ from typing import Any
 from migrate.errors import InputError
 from migrate.model.addresses import AddressRange, cilium_allocatable
 from migrate.model.findings import Finding, Severity, sort_findings
-from migrate.model.kube import METALLB_PREFIXES, Service, metallb_annotation
+from migrate.model.kube import METALLB_PREFIXES, Service
 from migrate.model.metallb import L2Advertisement
 from migrate.plan.model import Action, Obj, Plan, Stage, Target, canonical_digest
 from migrate.plan.views import IGNORED_ANNOTATIONS, creatable, view
+from migrate.preflight.inventory import Version, find_metallb, metallb_serves, version_text
+from migrate.preflight.known_bugs import known_bugs
 from migrate.sources.snapshot import ClusterSnapshot
 from migrate.translate.translator import (
     SOURCE_ANNOTATION,
@@ -21,9 +23,18 @@ from migrate.translate.translator import (
     selection_labels,
 )
 
-# Which MetalLB annotation pins MetalLB itself to the current IPs, so that a rollback that
-# wakes its controller gives back the same addresses [M6].
-METALLB_PIN = "metallb.io/loadBalancerIPs"
+# The MetalLB annotation that pins MetalLB itself to the current IPs, so that a rollback that
+# wakes its controller gives back the same addresses [M6]; its prefix follows the controller's
+# version (metallb_pin_prefixes).
+METALLB_PIN = "loadBalancerIPs"
+NEW_PREFIX, LEGACY_PREFIX = METALLB_PREFIXES
+# metallb controller/service.go: `metallb.io/` from v0.14.9 (commit fc863ccd3, new key first,
+# legacy fallback), only `metallb.universe.tf/` before; loadBalancerIPs exists from v0.12.0.
+NEW_PREFIX_FROM: Version = (0, 14, 9)
+PIN_ANNOTATION_FROM: Version = (0, 12, 0)
+# known-bugs.yaml: a restarted controller before 0.14.0 can give a pending Service an IP that
+# another Service holds (metallb/metallb#2443).
+RESTART_BUG = "metallb-2443"
 SPEAKER_PAUSE_LABEL = "lbmigrate.io/paused"
 
 
@@ -94,22 +105,63 @@ def _overlap(left: list[AddressRange], right: list[AddressRange]) -> str | None:
     return None
 
 
-def metallb_pin(service: Service, pin: ServicePin, snapshot: ClusterSnapshot) -> str | None:
-    """The ``metallb.io/loadBalancerIPs`` value that pins MetalLB itself to the current IPs, or
-    None where that would be unsafe or useless [M6]: the Service already requests IPs (the
-    annotation or ``spec.loadBalancerIP``; both at once is an error), or it asks for another
-    pool than the one holding its IPs (a requested IP that disagrees with the address-pool
-    annotation makes MetalLB's allocation fail, and the controller still runs in stage 1)."""
+def metallb_version(snapshot: ClusterSnapshot) -> Version | None:
+    """The version of MetalLB's controller (its image tag; the speaker's when it has none)."""
+    versions = find_metallb(snapshot).component_versions
+    found = versions.get("controller") or versions.get("speaker")
+    return found[0] if found else None
+
+
+def metallb_read_prefixes(version: Version | None) -> tuple[str, ...]:
+    """The Service annotation prefixes MetalLB's controller reads, the winning one first (both
+    when the version is unknown: either may be the one it reads)."""
+    if version is not None and version < NEW_PREFIX_FROM:
+        return (LEGACY_PREFIX,)
+    return (NEW_PREFIX, LEGACY_PREFIX)
+
+
+def metallb_pin_prefixes(version: Version | None) -> tuple[str, ...]:
+    """Where the pin is written: the prefix the installed controller reads, both when its
+    version is unknown."""
+    if version is None:
+        return (NEW_PREFIX, LEGACY_PREFIX)
+    return (NEW_PREFIX,) if version >= NEW_PREFIX_FROM else (LEGACY_PREFIX,)
+
+
+def _read(annotations: dict[str, str], name: str, prefixes: Sequence[str]) -> str | None:
+    return next((annotations[p + name] for p in prefixes if p + name in annotations), None)
+
+
+def _same_ips(text: str, ips: Sequence[str]) -> bool:
+    return sorted(part.strip() for part in text.split(",") if part.strip()) == sorted(ips)
+
+
+def metallb_pin(service: Service, pin: ServicePin, snapshot: ClusterSnapshot,
+                version: Version | None) -> dict[str, str]:
+    """The ``loadBalancerIPs`` annotations that pin MetalLB itself to the current IPs, under the
+    prefix its controller reads (both when its version is unknown), or none where that would be
+    unsafe or useless [M6]: the Service already requests IPs that MetalLB reads (the annotation
+    or ``spec.loadBalancerIP``; both at once is an error), or it asks for another pool than the
+    one holding its IPs (a requested IP that disagrees with the address-pool annotation makes
+    MetalLB's allocation fail, and the controller still runs in stage 1)."""
     if not pin.ips or service.load_balancer_ip:
-        return None
-    if metallb_annotation(service.annotations, "loadBalancerIPs")[0]:
-        return None
-    asked, _ = metallb_annotation(service.annotations, "address-pool")
+        return {}
+    annotations = service.annotations
+    value = ",".join(pin.ips)
+    requested = _read(annotations, METALLB_PIN, metallb_read_prefixes(version))
+    if requested is not None:
+        if version is not None or not _same_ips(requested, pin.ips):
+            return {}
+        # Unknown version: repeat the Service's own request under the other prefix, which may
+        # be the only one the controller reads.
+        return {p + METALLB_PIN: requested for p in metallb_pin_prefixes(None)
+                if p + METALLB_PIN not in annotations}
+    asked = _read(annotations, "address-pool", metallb_read_prefixes(version))
     if asked:
         asked_pool = snapshot.pool(asked)
         if asked_pool is None or asked_pool.name != pin.pool:
-            return None
-    return ",".join(pin.ips)
+            return {}
+    return {p + METALLB_PIN: value for p in metallb_pin_prefixes(version)}
 
 
 def _scale(obj: Obj, replicas: int, description: str) -> Action:
@@ -136,6 +188,7 @@ class _Builder:
         self.canary_ads: set[str] = set()
         self.canary_policies: set[str] = set()
         self.announced = announced_services(snapshot, translation)
+        self.metallb_version = metallb_version(snapshot)
 
     def _bgp_pools(self) -> set[str]:
         names: set[str] = set()
@@ -150,10 +203,8 @@ class _Builder:
         and what stage 5 starts from)."""
         service = self.services[pin.key]
         metadata = service.body.get("metadata") or {}
-        annotations = {**(metadata.get("annotations") or {}), **pin.annotations}
-        metallb_ips = metallb_pin(service, pin, self.snapshot)
-        if metallb_ips:
-            annotations[METALLB_PIN] = metallb_ips
+        annotations = {**(metadata.get("annotations") or {}), **pin.annotations,
+                       **metallb_pin(service, pin, self.snapshot, self.metallb_version)}
         return annotations, {**(metadata.get("labels") or {}), **pin.labels}
 
     def error(self, code: str, obj: str, message: str) -> None:
@@ -202,15 +253,70 @@ class _Builder:
                 + (f" (pool {pin.pool})" if pin.pool else ""),
                 before=before, after=after, patch=patch,
             ))
+        self._pin_findings()
         return Stage(
             1, "pin", "Pin every Service to its current IPs",
             "Cilium's requested-IP and sharing-key annotations and the pool label make LB-IPAM"
-            " keep exactly these IPs; MetalLB ignores them. MetalLB is pinned too, so a"
-            " rollback that wakes it gives back the same addresses.",
+            " keep exactly these IPs; MetalLB ignores them. MetalLB is pinned too"
+            f" ({self._pin_keys_text()}), so a rollback that wakes it gives back the same"
+            " addresses.",
             actions=actions,
             checks_before=["every LoadBalancer Service has the IPs the plan saw"],
             checks_after=["every Service carries its pins", "I1: no Service IP changed"],
         )
+
+    def _pin_keys_text(self) -> str:
+        keys = " and ".join(p + METALLB_PIN for p in metallb_pin_prefixes(self.metallb_version))
+        if self.metallb_version is None:
+            return f"{keys}: MetalLB's version is unknown, and each reads one of them"
+        return f"{keys}, which MetalLB {version_text(self.metallb_version)} reads"
+
+    def _pin_findings(self) -> None:
+        version = self.metallb_version
+        if version is not None and version < PIN_ANNOTATION_FROM:
+            self.findings.append(Finding(
+                Severity.WARNING, "metallb-pin-unsupported", self._controller_obj(), None,
+                f"MetalLB {version_text(version)} reads no loadBalancerIPs annotation (it"
+                " exists from 0.12.0): the pin stage cannot pin MetalLB itself, so a rollback"
+                " that starts its controller again may give Services other IPs. Upgrade"
+                " MetalLB to 0.12 or newer before migrating.",
+            ))
+
+    def _controller_obj(self) -> str:
+        controller = metallb_controller(self.snapshot)
+        if controller is None:
+            return f"Deployment {self.snapshot.metallb_namespace}/controller"
+        return Target.of(controller).key
+
+    def _rollback_restart_finding(self) -> None:
+        """Before 0.14.0 a restarted controller can give a pending Service an IP another
+        Service holds; rolling back freeze-metallb restarts it (known-bugs.yaml)."""
+        bug = next(b for b in known_bugs() if b.id == RESTART_BUG)
+        version = self.metallb_version
+        if version is not None and not bug.affects(version):
+            return
+        lb_class = find_metallb(self.snapshot).lb_class
+        pending = sorted(s.key for s in self.snapshot.services
+                         if metallb_serves(s, lb_class) and not s.ingress_ips)
+        shown = ", ".join(pending[:8]) + (f" and {len(pending) - 8} more"
+                                          if len(pending) > 8 else "")
+        which = (f"MetalLB {version_text(version)}" if version
+                 else "MetalLB (its version is unknown, so this may not apply)")
+        now = (f"Services pending now: {shown}." if pending else
+               "No Service is pending now, but one created or left without an IP before the"
+               " rollback would be.")
+        self.findings.append(Finding(
+            Severity.WARNING if pending and version else Severity.INFO,
+            "freeze-metallb-rollback", self._controller_obj(), None,
+            f"Rolling back freeze-metallb starts the controller of {which} again; before 0.14.0"
+            " a restarted controller handles Services in the order its informer gives them,"
+            " so a Service without an IP can be given the IP another Service holds before that"
+            " one is seen, and the pinned holder is then left without an IP"
+            f" ({bug.ref}, {bug.fix_text()}). {now} Before such a rollback, delete the"
+            " LoadBalancer Services that have no IP or make them ClusterIP (kubectl get"
+            " services -A | grep '<pending>' lists them); better, upgrade MetalLB to"
+            " 0.14.0 or newer before migrating.",
+        ))
 
     def freeze(self) -> Stage:
         controller = metallb_controller(self.snapshot)
@@ -229,6 +335,7 @@ class _Builder:
                                       f" {replicas} replica(s))"))
             actions.append(_wait(Target.of(controller), "MetalLB's controller has no pods",
                                  **{"for": "replicas", "replicas": 0, "timeout": 120}))
+            self._rollback_restart_finding()
         return Stage(
             2, "freeze-metallb", "Stop MetalLB's controller",
             "With its controller stopped MetalLB cannot fight LB-IPAM over the Service status"

@@ -33,6 +33,7 @@ from migrate.preflight.cluster_checks import (
 )
 from migrate.preflight.context import Context, build_context
 from migrate.preflight.inventory import annotations_of, version_text
+from migrate.preflight.known_bugs import check_known_bugs
 from migrate.preflight.metallb_checks import (
     check_foreign_lb_class,
     check_metallb,
@@ -63,6 +64,7 @@ CHECKS: tuple[Callable[[Context], CheckResult], ...] = (
     check_metallb_frr,
     check_metallb_webhook,
     check_foreign_lb_class,
+    check_known_bugs,
     check_gitops,
     check_talos,
 )

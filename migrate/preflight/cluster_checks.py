@@ -8,6 +8,7 @@ from collections import defaultdict
 from migrate.preflight import gitops
 from migrate.preflight.context import ERROR, INFO, OK, WARNING, Context, service_names
 from migrate.preflight.inventory import Body, talos_machine_configs
+from migrate.preflight.known_bugs import component_versions, matching_bugs
 from migrate.preflight.report import CheckResult
 from migrate.preflight.snippets import commands_snippet, talos_patch_snippet
 
@@ -46,18 +47,25 @@ def check_kube_proxy(ctx: Context) -> CheckResult:
 
 
 def check_external_traffic_policy(ctx: Context) -> CheckResult:
-    """``externalTrafficPolicy: Local`` is not honoured by Cilium's L2 announcements [C2]."""
-    local = [s for s in ctx.served if s.external_traffic_policy == "Local"]
+    """``externalTrafficPolicy: Local`` and Cilium's L2 announcements: what happens depends on
+    the version (mappings/known-bugs.yaml, entries reported by this check)."""
+    name = "external-traffic-policy"
+    local = [s for s in ctx.announced if s.external_traffic_policy == "Local"]
     if not local:
-        return CheckResult("external-traffic-policy", OK,
-                           "No Service MetalLB serves uses externalTrafficPolicy Local.")
+        return CheckResult(name, OK, "No Service to announce over L2 uses externalTrafficPolicy"
+                           " Local.")
+    found = f"{len(local)} Service(s) use externalTrafficPolicy Local: {service_names(local)}."
+    matches = matching_bugs(ctx, reported_by=name)
+    if not matches:
+        return CheckResult(
+            name, INFO, f"{found} No known bug of Cilium"
+            f" {component_versions(ctx)['cilium-agent'].text} concerns them.",
+            obj=str(local[0].ref),
+            field="spec.externalTrafficPolicy")
+    severity = min((m.severity for m in matches), key=lambda s: s.rank)
     return CheckResult(
-        "external-traffic-policy", WARNING,
-        f"{len(local)} Service(s) use externalTrafficPolicy Local: {service_names(local)}."
-        " Cilium may announce them from a node without a local endpoint, which drops the"
-        " traffic [C2].",
-        "Switch them to Cluster (commands below), or make sure a backend runs on every node"
-        " the L2 policy selects.",
+        name, severity, " ".join([found, *(m.text(detail=False) for m in matches)]),
+        " ".join(dict.fromkeys(m.bug.remedy for m in matches)),
         snippet=commands_snippet(
             f"kubectl -n {s.namespace} patch service {s.name} --type merge -p"
             " '{\"spec\":{\"externalTrafficPolicy\":\"Cluster\"}}'"

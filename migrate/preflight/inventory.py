@@ -6,19 +6,22 @@ later, from a live cluster. Detection rules follow [C5] (Cilium, kube-proxy) and
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.model.addresses import IPAddress
-from migrate.model.kube import Service
+from migrate.model.kube import Node, Service
+from migrate.model.metallb import L2Advertisement
 from migrate.model.selectors import matches
 from migrate.sources.snapshot import ClusterSnapshot
 
 Body = dict[str, Any]
 Version = tuple[int, int, int]
 
+EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 CILIUM_CLASSES = ("io.cilium/l2-announcer", "io.cilium/bgp-control-plane", "io.cilium/node")
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -155,6 +158,8 @@ class CiliumInstall:
     version: Version | None
     version_source: str | None
     image: str | None
+    operator_version: Version | None = None
+    operator_version_source: str | None = None
 
     def setting(self, key: str) -> str | None:
         """A cilium-config value, stripped (None when the key or the ConfigMap is absent)."""
@@ -187,6 +192,12 @@ def _agent_image(agent: Body) -> str | None:
         if name == "cilium-agent" and image:
             return image
     return next((image for _, image in images if "cilium" in image), None)
+
+
+def _operator_image(operator: Body) -> str | None:
+    """The image of the operator container (``quay.io/cilium/operator-generic:v1.18.4``)."""
+    images = [str(c.get("image") or "") for c in containers(operator)]
+    return next((image for image in images if "operator" in image), images[0] if images else None)
 
 
 def _version_of(body: Body, image: str | None, chart: str) -> tuple[Version | None, str | None]:
@@ -234,8 +245,12 @@ def find_cilium(snapshot: ClusterSnapshot) -> CiliumInstall:
         config_obj = describe(configs[0])
     image = _agent_image(agent) if agent else None
     version, source = _version_of(agent, image, "cilium") if agent else (None, None)
+    operator_version, operator_source = (
+        _version_of(operator, _operator_image(operator), "cilium") if operator else (None, None)
+    )
     return CiliumInstall(
-        agent, operator, config, config_body, config_obj, namespace, version, source, image
+        agent, operator, config, config_body, config_obj, namespace, version, source, image,
+        operator_version, operator_source,
     )
 
 
@@ -273,6 +288,9 @@ class MetalLBInstall:
     bgp_type: str
     bgp_evidence: str | None
     webhooks: list[Body] = field(default_factory=list)
+    component_versions: dict[str, tuple[Version, str]] = field(default_factory=dict)
+    """``controller`` / ``speaker`` → (version, where it was read), for those whose version is
+    known (they are released together, but may run different images during an upgrade)."""
 
 
 def _metallb_component(body: Body, component: str) -> bool:
@@ -300,15 +318,20 @@ def find_metallb(snapshot: ClusterSnapshot) -> MetalLBInstall:
     speaker = speakers[0] if speakers else None
     version: Version | None = None
     source: str | None = None
+    versions: dict[str, tuple[Version, str]] = {}
     for workload, component in ((controller, "controller"), (speaker, "speaker")):
-        if workload is None or version is not None:
+        if workload is None:
             continue
         image = next(
             (str(c.get("image")) for c in containers(workload)
              if f"metallb/{component}" in str(c.get("image", ""))),
             None,
         )
-        version, source = _version_of(workload, image, "metallb")
+        found, where = _version_of(workload, image, "metallb")
+        if found is not None and where is not None:
+            versions[component] = (found, where)
+            if version is None:
+                version, source = found, where
     lb_class = None
     for workload in (controller, speaker):
         for container in containers(workload) if workload else []:
@@ -340,7 +363,7 @@ def find_metallb(snapshot: ClusterSnapshot) -> MetalLBInstall:
     ]
     return MetalLBInstall(
         controller, speaker, version, source, lb_class, bgp_type, evidence,
-        sorted(webhooks, key=describe),
+        sorted(webhooks, key=describe), versions,
     )
 
 
@@ -350,18 +373,35 @@ def metallb_serves(service: Service, lb_class: str | None) -> bool:
     return service.is_load_balancer and service.load_balancer_class == lb_class
 
 
-def l2_pool_names(snapshot: ClusterSnapshot) -> set[str]:
-    """Names of the pools some L2Advertisement announces (empty pool lists = all) [M3]."""
-    names: set[str] = set()
-    all_pools = {pool.name for pool in snapshot.pools}
-    for ad in snapshot.l2_advertisements:
-        if ad.selects_all_pools:
-            names |= all_pools
-            continue
-        names.update(name for name in ad.pool_names if snapshot.pool(name) is not None)
+def advertisement_pools(snapshot: ClusterSnapshot, ad: L2Advertisement) -> set[str]:
+    """Names of the pools one L2Advertisement announces (empty pool lists = all) [M3]."""
+    if ad.selects_all_pools:
+        names = {pool.name for pool in snapshot.pools}
+    else:
+        names = {name for name in ad.pool_names if snapshot.pool(name) is not None}
         for selector in ad.pool_selectors:
             names.update(p.name for p in snapshot.pools if matches(selector, p.labels))
     return {snapshot.pool_aliases.get(name, name) for name in names}
+
+
+def l2_pool_names(snapshot: ClusterSnapshot) -> set[str]:
+    """Names of the pools some L2Advertisement announces (empty pool lists = all) [M3]."""
+    names: set[str] = set()
+    for ad in snapshot.l2_advertisements:
+        names |= advertisement_pools(snapshot, ad)
+    return names
+
+
+def advertisement_nodes(snapshot: ClusterSnapshot, ad: L2Advertisement) -> list[Node]:
+    """The Nodes an L2Advertisement announces from: its node selectors (none = every node),
+    never a node labelled to be excluded from external load balancers [M3][M8]."""
+    return sorted(
+        (node for node in snapshot.nodes
+         if EXCLUDE_LB_LABEL not in node.labels
+         and (not ad.node_selectors or any(matches(sel, node.labels)
+                                           for sel in ad.node_selectors))),
+        key=lambda node: node.name,
+    )
 
 
 def pool_holding(snapshot: ClusterSnapshot, ip: IPAddress) -> str | None:
@@ -405,3 +445,105 @@ def talos_machine_configs(snapshot: ClusterSnapshot) -> list[tuple[str, Body]]:
         if "kind" not in doc.body and isinstance(doc.body.get("machine"), dict)
         and isinstance(doc.body.get("cluster"), dict)
     ]
+
+
+# -- node interfaces ---------------------------------------------------------------------------
+LAB_INTERFACES_ANNOTATION = "lab.lbmigrate.io/interfaces"
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+@dataclass(frozen=True)
+class NodeInterface:
+    """A network interface of a node, with the addresses (and so the subnets) it carries."""
+
+    name: str
+    addresses: tuple[IPInterface, ...]
+
+
+def node_bodies(snapshot: ClusterSnapshot) -> list[Body]:
+    """The raw Node objects of the snapshot."""
+    return [d.body for d in snapshot.documents
+            if d.body.get("kind") == "Node" and d.body.get("apiVersion") == "v1"]
+
+
+def node_addresses(snapshot: ClusterSnapshot) -> dict[str, list[tuple[str, IPAddress]]]:
+    """Node name → its InternalIP and ExternalIP addresses, as (type, address)."""
+    out: dict[str, list[tuple[str, IPAddress]]] = {}
+    for body in node_bodies(snapshot):
+        status = body.get("status")
+        found: list[tuple[str, IPAddress]] = []
+        for item in (status.get("addresses") or []) if isinstance(status, dict) else []:
+            if not isinstance(item, dict) or item.get("type") not in ("InternalIP", "ExternalIP"):
+                continue
+            try:
+                found.append((str(item["type"]), ipaddress.ip_address(str(item.get("address")))))
+            except ValueError:
+                continue
+        out[name_of(body)] = found
+    return out
+
+
+def _interface_addresses(values: object) -> tuple[IPInterface, ...]:
+    out = []
+    for value in values if isinstance(values, list) else []:
+        try:
+            out.append(ipaddress.ip_interface(str(value)))
+        except ValueError:
+            continue
+    return tuple(out)
+
+
+def _lab_interfaces(text: str) -> tuple[NodeInterface, ...]:
+    """``ens18=10.77.0.11/24,ens20``: names, each with the addresses after ``=`` (several
+    separated by spaces, or the name repeated)."""
+    by_name: dict[str, list[IPInterface]] = {}
+    for item in (part.strip() for part in text.split(",")):
+        name, _, addresses = item.partition("=")
+        if not name.strip():
+            continue
+        by_name.setdefault(name.strip(), []).extend(_interface_addresses(addresses.split()))
+    return tuple(NodeInterface(name, tuple(found)) for name, found in by_name.items())
+
+
+def _talos_interfaces(config: Body) -> tuple[NodeInterface, ...]:
+    """``machine.network.interfaces`` of a Talos machine config: named interfaces and their
+    VLANs (``<interface>.<vlanId>``) with their static addresses (deviceSelector entries name
+    no interface and are left out)."""
+    machine = config.get("machine")
+    network = machine.get("network") if isinstance(machine, dict) else None
+    interfaces = network.get("interfaces") if isinstance(network, dict) else None
+    out = []
+    for item in interfaces if isinstance(interfaces, list) else []:
+        if not isinstance(item, dict) or not item.get("interface"):
+            continue
+        name = str(item["interface"])
+        out.append(NodeInterface(name, _interface_addresses(item.get("addresses"))))
+        for vlan in item.get("vlans") or []:
+            if isinstance(vlan, dict) and vlan.get("vlanId") is not None:
+                out.append(NodeInterface(f"{name}.{vlan['vlanId']}",
+                                         _interface_addresses(vlan.get("addresses"))))
+    return tuple(out)
+
+
+def node_interfaces(snapshot: ClusterSnapshot) -> dict[str, tuple[NodeInterface, ...]]:
+    """Node name → its interfaces, for the nodes whose interfaces the input tells: the lab's
+    Node annotation ``lab.lbmigrate.io/interfaces``, or a Talos machine config whose hostname
+    or addresses name the node."""
+    out: dict[str, tuple[NodeInterface, ...]] = {}
+    addresses = node_addresses(snapshot)
+    for body in node_bodies(snapshot):
+        text = annotations_of(body).get(LAB_INTERFACES_ANNOTATION)
+        if text:
+            out[name_of(body)] = _lab_interfaces(text)
+    for _, config in talos_machine_configs(snapshot):
+        interfaces = _talos_interfaces(config)
+        if not interfaces:
+            continue
+        machine = config.get("machine") or {}
+        network = machine.get("network") if isinstance(machine, dict) else None
+        hostname = network.get("hostname") if isinstance(network, dict) else None
+        held = {a.ip for i in interfaces for a in i.addresses}
+        for node, found in addresses.items():
+            if node not in out and (node == hostname or any(ip in held for _, ip in found)):
+                out[node] = interfaces
+    return out

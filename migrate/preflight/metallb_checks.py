@@ -13,13 +13,13 @@ from migrate.preflight.inventory import (
 )
 from migrate.preflight.report import CheckResult
 
-# [M6]: the controller re-adopts the IPs in Service status on restart since 0.14.
-METALLB_READOPTS: Version = (0, 14, 0)
+# [M6]: the controller reads metallb.io/ Service annotations from v0.14.9 (commit fc863ccd3).
 METALLB_NEW_PREFIX: Version = (0, 14, 9)
 
 
 def check_metallb(ctx: Context) -> CheckResult:
-    """MetalLB's controller is there, and its version [M6][M9]."""
+    """MetalLB's controller is there, and its version: which annotation prefix it reads [M6][M9].
+    Its known bugs are the ``known-bugs`` check's."""
     controller = ctx.metallb.controller
     if controller is None:
         if not ctx.snapshot.has_metallb:
@@ -35,25 +35,19 @@ def check_metallb(ctx: Context) -> CheckResult:
             f"Include it (kubectl -n {ctx.snapshot.metallb_namespace} get deployments -o yaml).",
         )
     obj = describe(controller)
-    if ctx.metallb.version is None:
+    version = ctx.metallb.component_versions.get("controller")
+    if version is None:
         return CheckResult(
             "metallb", WARNING, f"{obj}: cannot tell MetalLB's version (no image tag or"
-            " app.kubernetes.io/version label).",
-            "Check the version by hand: rollback relies on a controller of 0.14 or newer"
-            " re-adopting the IPs in the Services' status [M6].", obj=obj,
+            " app.kubernetes.io/version label); the pin stage writes MetalLB's loadBalancerIPs"
+            " under both prefixes, metallb.io/ and metallb.universe.tf/.",
+            "Check the version by hand (the controller's image tag): the known bugs of old"
+            " releases cannot be ruled out.", obj=obj,
         )
-    version = version_text(ctx.metallb.version)
-    found = f"MetalLB {version} ({ctx.metallb.version_source})."
-    if ctx.metallb.version < METALLB_NEW_PREFIX:
-        found += " It reads only metallb.universe.tf/ annotations (metallb.io/ from 0.14.9) [M6]."
-    if ctx.metallb.version < METALLB_READOPTS:
-        return CheckResult(
-            "metallb", WARNING,
-            f"{found} Before 0.14 a restarted controller may not re-adopt the IPs in the"
-            " Services' status, which the rollback of freeze-metallb relies on [M6].",
-            "Upgrade MetalLB to 0.14 or newer before migrating, so a rollback keeps every IP.",
-            obj=obj,
-        )
+    found = f"MetalLB {version_text(version[0])} ({version[1]})."
+    if version[0] < METALLB_NEW_PREFIX:
+        found += (" It reads only metallb.universe.tf/ Service annotations (metallb.io/ from"
+                  " 0.14.9): the pin stage writes MetalLB's pin under that prefix.")
     return CheckResult("metallb", OK, found, obj=obj)
 
 
@@ -73,7 +67,7 @@ def check_metallb_lb_class(ctx: Context) -> CheckResult:
     return CheckResult(
         "metallb-lb-class", WARNING,
         f"{found}; {len(classed)} Service(s) use it: {service_names(classed)}. Cilium LB-IPAM"
-        " ignores that class [C1.1], and a Service's class cannot be changed in place [M10].",
+        " ignores that class, and a Service's class cannot be changed in place.",
         "Recreate each of those Services without loadBalancerClass once it is pinned (the pin"
         " keeps its IP); the translation reports each as an ERROR until then.",
         obj=str(classed[0].ref), field="spec.loadBalancerClass",
@@ -114,7 +108,7 @@ def check_metallb_webhook(ctx: Context) -> CheckResult:
         "metallb-webhook", INFO,
         f"{describe(hook)} (failurePolicy {', '.join(policies) or 'Fail'}) validates metallb.io"
         " objects; with MetalLB's controller frozen (stage 2) it rejects their creation and"
-        " update [M8].",
+        " update.",
         "Nothing to do: rollback sets the webhooks' failurePolicy to Ignore while it restores"
         " MetalLB objects, and puts the configuration back exactly afterwards.",
         obj=describe(hook),

@@ -84,3 +84,13 @@ def cilium_config(docs: list[Doc]) -> dict[str, str]:
                  "metadata": {"name": "cilium-config", "namespace": "kube-system"},
                  "data": created})
     return created
+
+
+def tripped(report: Any) -> dict[str, Any]:
+    """The checks the report does not pass, apart from those that say exactly what they say
+    on the base cluster (its known bugs): check name → severity."""
+    from migrate.preflight import run_preflight
+
+    base = {c.name: (c.severity, c.found) for c in run_preflight(snapshot(documents())).checks}
+    return {c.name: c.severity for c in report.checks
+            if not c.ok and base.get(c.name) != (c.severity, c.found)}

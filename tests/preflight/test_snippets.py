@@ -62,6 +62,7 @@ HELM_CASES = {
     "default-ipam-nodeipam": "default-lb-service-ipam",
     "rate-limit-low": "client-rate-limit",
     "device-missing": "l2-devices",
+    "device-subnet-missing": "l2-devices",
     "shared-ip-proto-diff-off": "shared-ip-protocols",
 }
 
@@ -79,7 +80,7 @@ def test_helm_values_make_the_check_pass(scenario: str) -> None:
     after = run_preflight(scenarios.snapshot(docs))
     assert after.check(name).ok, after.check(name).found
     assert not after.blocking
-    assert [c.name for c in after.checks if not c.ok] == []
+    assert scenarios.tripped(after) == {}
 
 
 def test_one_values_file_fixes_every_config_check_at_once() -> None:
@@ -91,14 +92,14 @@ def test_one_values_file_fixes_every_config_check_at_once() -> None:
                  "k8s-client-qps": "0.1", "k8s-client-burst": "1",
                  "bpf-lb-proto-diff": "false"})
     report = run_preflight(scenarios.snapshot(docs))
-    failing = {c.name for c in report.checks if not c.ok}
+    failing = {c.name for c in report.checks if not c.ok} - {"known-bugs"}  # not config
     assert failing == set(HELM_CASES.values())
     assert [title for title, _ in report.snippet_blocks] == ["Cilium Helm values"]
     text = dict(report.snippet_blocks)["Cilium Helm values"]
     assert "helm upgrade cilium cilium/cilium -n kube-system --reuse-values" in text
     apply_helm_values(docs, helm_block(report))
     after = run_preflight(scenarios.snapshot(docs))
-    assert [c.name for c in after.checks if not c.ok] == []
+    assert [c.name for c in after.checks if not c.ok] == ["known-bugs"]
 
 
 def test_values_file_names_the_helm_release_the_agent_belongs_to() -> None:
