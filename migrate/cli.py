@@ -388,10 +388,13 @@ def plan(from_paths: tuple[str, ...], kubeconfig: str | None, kube_context: str 
               help="Multiply every wait's timeout.")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Service patches in flight at once.")
+@click.option("--interface", "arp_interface", metavar="IF", default=None,
+              help="At the L2 hand-over, also wait until nobody answers ARP for the IPs on IF"
+                   " before Cilium starts (needs CAP_NET_RAW; nothing is sent elsewhere).")
 @_cluster_options
 def apply(plan_path: str, stage: str, yes: bool, dry_run: bool, timeout_scale: float,
-          concurrency: int, kubeconfig: str | None, kube_context: str | None,
-          state_namespace: str) -> None:
+          concurrency: int, arp_interface: str | None, kubeconfig: str | None,
+          kube_context: str | None, state_namespace: str) -> None:
     """Carry out one stage of a saved plan, then check every Service kept its IPs."""
     from migrate.apply.executor import ApplyOptions, apply_stage
     from migrate.apply.waits import WaitOptions
@@ -409,7 +412,7 @@ def apply(plan_path: str, stage: str, yes: bool, dry_run: bool, timeout_scale: f
     kube = _kube(kubeconfig, kube_context)
     options = ApplyOptions(dry_run=dry_run, state_namespace=state_namespace,
                            waits=WaitOptions(timeout_scale=timeout_scale),
-                           concurrency=concurrency)
+                           concurrency=concurrency, arp_interface=arp_interface)
     click.echo(f"Stage {chosen.number}: {chosen.name}", err=True)
     result = apply_stage(kube, loaded, chosen.name, options=options,
                          reporter=_ConsoleReporter())
@@ -432,9 +435,13 @@ def apply(plan_path: str, stage: str, yes: bool, dry_run: bool, timeout_scale: f
               help="Undo the stages after this one (default: every stage).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Show what would be undone; change nothing.")
+@click.option("--interface", "arp_interface", metavar="IF", default=None,
+              help="Undoing the L2 hand-over, also wait until nobody answers ARP for the IPs on"
+                   " IF before MetalLB's advertisements return (needs CAP_NET_RAW).")
 @_cluster_options
 def rollback(plan_path: str | None, to_stage: str | None, yes: bool, dry_run: bool,
-             kubeconfig: str | None, kube_context: str | None, state_namespace: str) -> None:
+             arp_interface: str | None, kubeconfig: str | None, kube_context: str | None,
+             state_namespace: str) -> None:
     """Undo applied stages from the recorded backups, newest first."""
     from migrate.apply.executor import ApplyOptions
     from migrate.apply.rollback import rollback as run_rollback
@@ -456,7 +463,8 @@ def rollback(plan_path: str | None, to_stage: str | None, yes: bool, dry_run: bo
             raise click.UsageError("not a terminal: confirm with --yes")
         click.confirm(f"Undo {', '.join(preview.undone)}?", abort=True, err=True)
     result = run_rollback(kube, loaded, to=to_stage,
-                          options=ApplyOptions(state_namespace=state_namespace),
+                          options=ApplyOptions(state_namespace=state_namespace,
+                                               arp_interface=arp_interface),
                           reporter=_ConsoleReporter())
     click.echo(f"Rolled back {', '.join(result.undone)}; every Service kept its IPs.")
 

@@ -23,10 +23,13 @@ from migrate.apply.state import (
 from migrate.apply.waits import (
     Reporter,
     WaitOptions,
+    arp_silent_check,
     check_i1,
     ip_violations,
     ipam_check,
     lease_check,
+    metallb_released_check,
+    pods_gone_check,
     replicas_check,
     wait_until,
 )
@@ -49,6 +52,9 @@ class ApplyOptions:
     lock_duration: int = 30
     concurrency: int = 8
     """How many independent writes (Service patches) may be in flight at once."""
+    arp_interface: str | None = None
+    """Where to check on the wire, too, that MetalLB's speakers went quiet before Cilium
+    starts announcing (and the other way round in a rollback); None: the API only."""
 
 
 @dataclass
@@ -140,10 +146,12 @@ def _backup_payload(stage: Stage, current: dict[str, Obj | None]) -> Obj:
 
 
 def run_action(kube: Kube, plan: Plan, action: Action, *, dry_run: bool,
-               waits: WaitOptions, reporter: Reporter, known: Obj | None = None) -> bool:
+               waits: WaitOptions, reporter: Reporter, known: Obj | None = None,
+               arp_interface: str | None = None) -> bool:
     """Carry out one action; True when it wrote something. Idempotent on a re-run.
 
     ``known``: the target as just read (for independent Service patches), else it is read.
+    ``arp_interface``: also wait on the wire where a wait is about who answers ARP.
     """
     t = action.target
     if action.verb == "wait":
@@ -154,13 +162,24 @@ def run_action(kube: Kube, plan: Plan, action: Action, *, dry_run: bool,
         kind = spec.get("for")
         if kind == "replicas":
             check = replicas_check(kube, t.to_dict(), int(spec.get("replicas", 0)))
+        elif kind == "pods-gone":
+            check = pods_gone_check(kube, t.to_dict())
         elif kind == "ipam":
             check = ipam_check(kube, plan)
         elif kind == "leases":
             check = lease_check(kube, plan, spec.get("services"))
+        elif kind == "metallb-released":
+            services = list(spec.get("services") or [])
+            check = metallb_released_check(kube, plan, services,
+                                           settle=float(spec.get("settle") or 0), options=waits)
         else:
             raise BlockedError(f"the plan has a wait this version does not know: {kind}")
         wait_until(check, action.description, timeout, waits, reporter)
+        if kind == "metallb-released" and arp_interface:
+            ips = [ip for key in services for ip in plan.expected_ips.get(key, [])]
+            wait_until(arp_silent_check(arp_interface, ips),
+                       f"nobody answers ARP for the {len(ips)} IP(s) on {arp_interface}",
+                       timeout, waits, reporter)
         check_i1(kube, plan)
         return False
     current = known if known is not None else _get(kube, action)
@@ -229,7 +248,8 @@ def run_actions(kube: Kube, plan: Plan, actions: list[Action], *, options: Apply
             index = end
             continue
         writes += run_action(kube, plan, actions[index], dry_run=options.dry_run,
-                             waits=options.waits, reporter=reporter)
+                             waits=options.waits, reporter=reporter,
+                             arp_interface=options.arp_interface)
         index += 1
     return writes
 

@@ -41,7 +41,9 @@ from migrate.apply.waits import (
     SATISFIED,
     Reporter,
     SilentReporter,
+    arp_silent_check,
     check_i1,
+    leases_released_check,
     replicas_check,
     wait_until,
 )
@@ -173,7 +175,10 @@ class _Undo:
                             dry_run=self.dry):
             self.step(f"delete {target.key}")
 
-    def scale(self, target: Target, replicas: int, why: str) -> None:
+    def scale(self, target: Target, replicas: int, why: str, *,
+              before: Obj | None = None) -> None:
+        """Scale a Deployment and wait: at 0 until no pod is left, Terminating ones included;
+        above, until it is as ready as ``before`` (the recorded object) was."""
         current = self.kube.try_get(target.api_version, target.kind, target.name,
                                     target.namespace)
         if current is None:
@@ -184,9 +189,10 @@ class _Undo:
             self.kube.scale(target.api_version, target.kind, target.name, target.namespace,
                             replicas, dry_run=self.dry)
         if not self.dry:
-            wait_until(replicas_check(self.kube, target.to_dict(), replicas),
-                       f"{target.key} has {replicas} ready replica(s)", 180,
-                       self.options.waits, self.reporter)
+            what = ("has no pod left" if replicas == 0 else
+                    "is as ready as before the migration")
+            wait_until(replicas_check(self.kube, target.to_dict(), replicas, before=before),
+                       f"{target.key} {what}", 180, self.options.waits, self.reporter)
 
     def clear_satisfied_condition(self) -> None:
         for svc in self.kube.iter_list("v1", "Service"):
@@ -213,7 +219,7 @@ class _Undo:
                 if target.kind == "Deployment" and original is not None:
                     replicas = int((original.get("spec") or {}).get("replicas", 1))
                     self.scale(target, replicas, "MetalLB's controller runs again and"
-                               " re-adopts the IPs in the status")
+                               " re-adopts the IPs in the status", before=original)
         elif name == "ipam-handover":
             operator = next(((t, o) for t, o in objects if t.kind == "Deployment"), None)
             # Only the pools that exist: a stage that failed before its creates (or a rollback
@@ -226,12 +232,14 @@ class _Undo:
                 self.delete(target)
             if operator is not None and operator[1] is not None:
                 replicas = int((operator[1].get("spec") or {}).get("replicas", 1))
-                self.scale(operator[0], replicas, "with no pool LB-IPAM stays dormant")
+                self.scale(operator[0], replicas, "with no pool LB-IPAM stays dormant",
+                           before=operator[1])
             self.clear_satisfied_condition()
         elif name in ("l2-canary", "l2-cutover"):
             for target, original in objects:
                 if target.kind == "CiliumL2AnnouncementPolicy" and original is None:
                     self.delete(target)
+            self.wait_cilium_silent(name)
             metallb = [(t, o) for t, o in objects if t.group_is_metallb and o is not None]
             with self.bypass(bool(metallb)):
                 for target, original in metallb:
@@ -251,6 +259,30 @@ class _Undo:
                     self.recreate(target, original)
                 if target.kind == "Service" and original is not None:
                     self.restore_metadata(target, original, services.get(target.key))
+
+    def wait_cilium_silent(self, stage: str) -> None:
+        """Break before make on the way back: MetalLB's advertisements return only once the
+        Cilium agents have released the leases of the Services they hand back, their datapath
+        entries had time to go, and (with an interface) nobody answers on the wire."""
+        if self.dry:
+            return
+        canary = list((self.plan.context.get("canary") or {}).get("services") or ())
+        announced = sorted(self.plan.context.get("announced") or {})
+        services = canary if stage == "l2-canary" else [k for k in announced
+                                                          if k not in canary]
+        if not services:
+            return
+        settle = float(self.plan.context.get("ciliumReleaseSettle", 1.0))
+        wait_until(leases_released_check(self.kube, self.plan, services, settle=settle,
+                                         options=self.options.waits),
+                   f"Cilium's agents have released the leases of {len(services)} Service(s)",
+                   120, self.options.waits, self.reporter)
+        interface = self.options.arp_interface
+        if interface:
+            ips = [ip for key in services for ip in self.plan.expected_ips.get(key, [])]
+            wait_until(arp_silent_check(interface, ips),
+                       f"nobody answers ARP for the {len(ips)} IP(s) on {interface}", 120,
+                       self.options.waits, self.reporter)
 
     def restore_node_selector(self, target: Target, original: Obj) -> None:
         want = (((original.get("spec") or {}).get("template") or {}).get("spec") or {}).get(

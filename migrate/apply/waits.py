@@ -19,6 +19,8 @@ from migrate.kube import Kube
 from migrate.plan.model import Plan
 from migrate.plan.views import ingress_ips
 
+Obj = dict[str, Any]
+
 SATISFIED = "cilium.io/IPAMRequestSatisfied"
 CONFLICT = "cilium.io/PoolConflict"
 USED = "cilium.io/IPsUsed"
@@ -105,10 +107,62 @@ def wait_until(check: Callable[[], tuple[bool, str, int, int]], description: str
         options.sleep(options.poll)
 
 
-def replicas_check(kube: Kube, target: Mapping[str, Any], replicas: int) -> Callable[
+def selector_text(selector: Mapping[str, Any] | None) -> str | None:
+    """A LabelSelector (``matchLabels`` / ``matchExpressions``) as a list query's
+    ``labelSelector`` string; None when it selects nothing we can express."""
+    if not selector:
+        return None
+    terms = [f"{key}={value}" for key, value in sorted((selector.get("matchLabels") or {}).items())]
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression.get("key"), expression.get("operator")
+        values = ",".join(str(v) for v in expression.get("values") or [])
+        if operator == "In":
+            terms.append(f"{key} in ({values})")
+        elif operator == "NotIn":
+            terms.append(f"{key} notin ({values})")
+        elif operator == "Exists":
+            terms.append(str(key))
+        elif operator == "DoesNotExist":
+            terms.append(f"!{key}")
+        else:
+            return None
+    return ",".join(terms) or None
+
+
+def workload_pods(kube: Kube, workload: Mapping[str, Any]) -> list[Obj]:
+    """The pods of a Deployment or DaemonSet (its ``spec.selector`` in its namespace),
+    Terminating ones included: a pod with a deletionTimestamp still runs its process until it
+    exits, up to its terminationGracePeriodSeconds (real-clusters.md §1)."""
+    meta = workload.get("metadata") or {}
+    selector = selector_text((workload.get("spec") or {}).get("selector"))
+    if selector is None:
+        return []
+    return list(kube.iter_list("v1", "Pod", namespace=meta.get("namespace"),
+                               label_selector=selector))
+
+
+def _pods_left(pods: list[Obj]) -> str:
+    terminating = sum(1 for p in pods if (p.get("metadata") or {}).get("deletionTimestamp"))
+    text = f"{len(pods)} pod(s) left"
+    return text + (f" ({terminating} terminating)" if terminating else "")
+
+
+def replicas_check(kube: Kube, target: Mapping[str, Any], replicas: int, *,
+                   before: Mapping[str, Any] | None = None) -> Callable[
     [], tuple[bool, str, int, int]
 ]:
-    """A Deployment has reached ``replicas`` (no pod left when 0; all ready otherwise)."""
+    """A Deployment has reached ``replicas``.
+
+    At 0: no pod of it exists, Terminating ones included. ``status.replicas`` drops to 0 as
+    soon as the pods are marked for deletion (the ReplicaSet controller's FilterActivePods),
+    while each keeps running its controller until it exits: a Cilium operator still running
+    LB-IPAM would handle newly created pools one at a time.
+
+    Above 0: back to what it had before the migration (``before``, the recorded object): its
+    ``readyReplicas`` then, or its Available condition, never ``spec.replicas`` ready, which a
+    Deployment may never reach (a 2-replica operator on one node runs 1 of 2 for good).
+    """
+    wanted_ready, wanted_available = _recorded_readiness(before, replicas)
 
     def check() -> tuple[bool, str, int, int]:
         body = kube.get("apps/v1", "Deployment", target["name"], target.get("namespace"))
@@ -116,12 +170,40 @@ def replicas_check(kube: Kube, target: Mapping[str, Any], replicas: int) -> Call
         generation = int((body.get("metadata") or {}).get("generation") or 0)
         observed = int(status.get("observedGeneration") or generation)
         if replicas == 0:
-            running = int(status.get("replicas") or 0)
-            return (observed >= generation and running == 0,
-                    f"{running} pod(s) still running", 1 if running == 0 else 0, 1)
+            pods = workload_pods(kube, body)
+            gone = observed >= generation and int(status.get("replicas") or 0) == 0 and not pods
+            return gone, _pods_left(pods) if pods else "scaling down", int(gone), 1
         ready = int(status.get("readyReplicas") or 0)
-        return (observed >= generation and ready >= replicas,
-                f"{ready}/{replicas} ready", min(ready, replicas), replicas)
+        available = _condition(body, "Available")
+        done = observed >= generation and ready >= wanted_ready and (
+            not wanted_available or (available or {}).get("status") == "True")
+        detail = f"{ready}/{wanted_ready} ready" + (
+            "" if not wanted_available else ", Available" if done else ", not yet Available")
+        return done, detail, min(ready, wanted_ready), wanted_ready
+
+    return check
+
+
+def _recorded_readiness(before: Mapping[str, Any] | None, replicas: int) -> tuple[int, bool]:
+    """(ready replicas to wait for, whether to wait for Available) from the recorded object."""
+    if not before or "status" not in before:
+        return replicas, False
+    status = before.get("status") or {}
+    ready = min(int(status.get("readyReplicas") or 0), replicas)
+    available = (_condition(before, "Available") or {}).get("status") == "True"
+    return ready, available and ready == 0
+
+
+def pods_gone_check(kube: Kube, target: Mapping[str, Any]) -> Callable[
+    [], tuple[bool, str, int, int]
+]:
+    """No pod of a DaemonSet (or Deployment) is left, Terminating ones included."""
+
+    def check() -> tuple[bool, str, int, int]:
+        body = kube.get(str(target.get("apiVersion") or "apps/v1"), str(target["kind"]),
+                        target["name"], target.get("namespace"))
+        pods = workload_pods(kube, body)
+        return not pods, _pods_left(pods) if pods else "no pod left", int(not pods), 1
 
     return check
 
@@ -204,5 +286,114 @@ def lease_check(kube: Kube, plan: Plan, services: Collection[str] | None = None)
                 missing.append(f"{key} (holder: {holder or 'none'})")
         detail = f"no eligible holder yet: {', '.join(missing[:5])}" if missing else "held"
         return not missing, detail, len(announced) - len(missing), len(announced)
+
+    return check
+
+
+def metallb_released_check(kube: Kube, plan: Plan, services: Collection[str], *,
+                           settle: float, options: WaitOptions) -> Callable[
+    [], tuple[bool, str, int, int]
+]:
+    """MetalLB's speakers no longer announce ``services``.
+
+    Deleting an L2Advertisement returns before any speaker has reloaded; each speaker
+    reacts on its own (real-clusters.md §2). MetalLB 0.14.6 and later delete a Service's
+    ServiceL2Status when its speaker stops announcing it, so its absence is the API-side
+    signal. Where MetalLB writes none (older releases), only time tells: ``settle`` seconds
+    from the first look (0 when MetalLB is known to write them).
+    """
+    from migrate.verify.api import metallb_announcers
+
+    wanted = set(services)
+    started: list[float] = []
+
+    def check() -> tuple[bool, str, int, int]:
+        if not started:
+            started.append(options.clock())
+        still = sorted(set(metallb_announcers(kube, plan.metallb_namespace)) & wanted)
+        waited = options.clock() - started[0]
+        if still:
+            return (False, f"MetalLB still announces {', '.join(still[:5])}"
+                    + (f" and {len(still) - 5} more" if len(still) > 5 else ""),
+                    len(wanted) - len(still), len(wanted))
+        if waited < settle * options.timeout_scale:
+            return (False, f"MetalLB leaves no trace in the API: {waited:.1f}s of"
+                    f" {settle * options.timeout_scale:.1f}s for its speakers to reload",
+                    len(wanted), len(wanted))
+        return True, "MetalLB announces none of them", len(wanted), len(wanted)
+
+    return check
+
+
+def leases_released_check(kube: Kube, plan: Plan, services: Collection[str], *,
+                          settle: float, options: WaitOptions) -> Callable[
+    [], tuple[bool, str, int, int]
+]:
+    """Cilium's agents have let go of ``services``: each lease is gone, has no holder, or has
+    not been renewed for its leaseDurationSeconds as seen from here; then ``settle`` seconds
+    more, because the L2 announcer releases its lease before its datapath entries are gone
+    (pkg/l2announcer/l2announcer.go: ``ReleaseOnCancel``, then the entries are recalculated).
+
+    Expiry is judged on our own clock (the renewTime seen last and when it was first seen, as
+    client-go's leader election does), never by comparing the server's timestamps with ours.
+    """
+    from migrate.verify.api import lease_name
+
+    wanted = {key: lease_name(key) for key in services}
+    seen: dict[str, tuple[str, float]] = {}
+    released_at: list[float] = []
+
+    def check() -> tuple[bool, str, int, int]:
+        now = options.clock()
+        leases = {
+            lease["metadata"]["name"]: lease
+            for lease in kube.iter_list("coordination.k8s.io/v1", "Lease",
+                                        namespace=plan.cilium_namespace)
+        }
+        held = []
+        for key, name in sorted(wanted.items()):
+            spec = (leases.get(name) or {}).get("spec") or {}
+            holder = spec.get("holderIdentity")
+            if not holder:
+                continue
+            renewed = str(spec.get("renewTime") or "")
+            duration = float(spec.get("leaseDurationSeconds") or 15)
+            last = seen.get(name)
+            if last is None or last[0] != renewed:
+                seen[name] = (renewed, now)
+                held.append(f"{key} ({holder})")
+            elif now - last[1] < duration * options.timeout_scale:
+                held.append(f"{key} ({holder})")
+        if held:
+            released_at.clear()
+            return (False, f"still held: {', '.join(held[:5])}", len(wanted) - len(held),
+                    len(wanted))
+        if not released_at:
+            released_at.append(now)
+        if now - released_at[0] < settle * options.timeout_scale:
+            return (False, "released; waiting for the agents' datapath entries to go",
+                    len(wanted), len(wanted))
+        return True, "released", len(wanted), len(wanted)
+
+    return check
+
+
+def arp_silent_check(interface: str, ips: Collection[str]) -> Callable[
+    [], tuple[bool, str, int, int]
+]:
+    """Nobody answers ARP for ``ips`` on ``interface`` any more (IPv4 only; needs
+    CAP_NET_RAW). What the API says about announcers is checked on the wire too."""
+    from ipaddress import IPv4Address, ip_address
+
+    from migrate.verify.arp import probe
+
+    targets = [a for a in (ip_address(ip) for ip in sorted(set(ips)))
+               if isinstance(a, IPv4Address)]
+
+    def check() -> tuple[bool, str, int, int]:
+        results = probe(interface, targets, window=0.3, retries=0)
+        loud = [f"{r.ip} ({', '.join(r.macs)})" for r in results if r.macs]
+        return (not loud, f"still answered on {interface}: {', '.join(loud[:5])}"
+                if loud else f"silent on {interface}", len(targets) - len(loud), len(targets))
 
     return check

@@ -36,6 +36,17 @@ PIN_ANNOTATION_FROM: Version = (0, 12, 0)
 # another Service holds (metallb/metallb#2443).
 RESTART_BUG = "metallb-2443"
 SPEAKER_PAUSE_LABEL = "lbmigrate.io/paused"
+METALLB_RELOAD_SECONDS = 5.0
+"""How long l2-cutover gives MetalLB's speakers to drop a Service where MetalLB writes no
+ServiceL2Status (before 0.14.6): each speaker reloads its configuration on its own a moment
+after the change (real-clusters.md §2); this bounds that moment."""
+CILIUM_RELEASE_SETTLE_SECONDS = 1.0
+"""After Cilium's agents release their leases, the time their datapath entries take to go
+(the L2 announcer releases the lease first, pkg/l2announcer/l2announcer.go)."""
+LBIPAM_STARTUP_FIX = (1, 18, 2)
+"""LB-IPAM's start-up stores every Service before it changes any, satisfied ones first, from
+this release (cilium/cilium#41147, #41122; issue #43131)."""
+LBIPAM_CLASSES = ("io.cilium/l2-announcer", "io.cilium/bgp-control-plane")
 
 
 def _labels(obj: Obj) -> dict[str, str]:
@@ -162,6 +173,41 @@ def metallb_pin(service: Service, pin: ServicePin, snapshot: ClusterSnapshot,
         if asked_pool is None or asked_pool.name != pin.pool:
             return {}
     return {p + METALLB_PIN: value for p in metallb_pin_prefixes(version)}
+
+
+def metallb_writes_l2_status(snapshot: ClusterSnapshot) -> bool | None:
+    """Whether MetalLB's speakers write a ServiceL2Status per announced Service: always from
+    0.14.6, with ``--enable-l2-service-status`` in 0.14.4 and 0.14.5, never before (metallb
+    release notes); None when the version is unknown and the snapshot holds none."""
+    from migrate.preflight.inventory import container_args, containers, find_metallb
+
+    install = find_metallb(snapshot)
+    version = install.version
+    if version is None:
+        return True if snapshot.find("metallb.io/", "ServiceL2Status") else None
+    if version >= (0, 14, 6):
+        return True
+    if version >= (0, 14, 4) and install.speaker is not None:
+        return any("--enable-l2-service-status" in arg or "--enable-l2-service-status=true"
+                   in arg for c in containers(install.speaker) for arg in container_args(c))
+    return False
+
+
+def lbipam_version(snapshot: ClusterSnapshot, cilium_namespace: str) -> tuple[int, int, int] | (
+    None
+):
+    """The release of the Cilium operator, which runs LB-IPAM: its image tag, else the
+    agent's."""
+    from migrate.plan.api import image_version
+    from migrate.preflight.inventory import containers, find_cilium
+
+    operator = cilium_operator(snapshot, cilium_namespace)
+    for container in containers(operator) if operator else []:
+        version = image_version(str(container.get("image") or ""))
+        if version:
+            return version
+    install = find_cilium(snapshot)
+    return install.version
 
 
 def _scale(obj: Obj, replicas: int, description: str) -> Action:
@@ -388,6 +434,7 @@ class _Builder:
             creates.append(Action("create", Target.of(pool), "create the Cilium pool",
                                   before=None, after=view(pool), body=pool))
         if creates:
+            self.startup_race(pools)
             actions.append(_scale(operator, 0, "stop Cilium's operator so that LB-IPAM sees"
                                   " every pool at once"))
             actions.append(_wait(target, "Cilium's operator has no pods",
@@ -412,6 +459,62 @@ class _Builder:
                           "no pool has cilium.io/PoolConflict True", "I1: no Service IP changed"],
         )
 
+    def startup_race(self, pools: Sequence[Obj]) -> None:
+        """Before Cilium 1.18.2, no Service LB-IPAM would own without a pin may match a pool.
+
+        The handover starts Cilium's operator with every pool in place. Before 1.18.2, LB-IPAM's
+        start-up handled each Service as the informer delivered it (namespace/name order),
+        before all were known, so a pending or unpinned Service that a pool matches could be
+        given, by AllocAny, an IP another Service still holds and that LB-IPAM had not seen yet
+        (cilium/cilium#43131, fixed by #41147 / #41122). The pinned Service then loses its IP.
+
+        Narrowing the pools to pinned Services until LB-IPAM holds every pinned IP and widening
+        them afterwards does not help on those releases: changing a pool's selector re-runs
+        the allocation of every Service in it, unsatisfied ones first (cilium/cilium#40358,
+        fixed by the same #41122). So the plan blocks, naming each Service that could steal.
+        """
+        from migrate.model.selectors import matches
+        from migrate.preflight.inventory import version_text
+
+        version = lbipam_version(self.snapshot, self.cilium_namespace)
+        if version is not None and version >= LBIPAM_STARTUP_FIX:
+            return
+        minor = tuple(int(x) for x in self.translation.cilium.minor.split(".")[:2])
+        if version is None and minor > LBIPAM_STARTUP_FIX[:2]:
+            return
+        uncertain = version is None and minor == LBIPAM_STARTUP_FIX[:2]
+        pinned = {pin.key for pin in self.translation.pins if pin.ips}
+        risky = []
+        for service in self.snapshot.services:
+            if not service.is_load_balancer or service.key in pinned:
+                continue
+            if service.load_balancer_class not in (None, *LBIPAM_CLASSES):
+                continue
+            labels = selection_labels(service, {})
+            if any(matches(pool["spec"].get("serviceSelector"), labels) for pool in pools):
+                state = ("pending (no IP)" if not service.ingress_ips
+                         else f"IP {', '.join(service.ingress_ips)} not pinned")
+                risky.append(f"{service.key} ({state})")
+        if not risky:
+            return
+        where = (f"Cilium {version_text(version)}" if version is not None
+                 else f"Cilium {self.translation.cilium.minor} (patch release unknown)")
+        message = (
+            f"on {where}, LB-IPAM's start-up can give a pinned IP to a Service without a pin"
+            " before it has seen the Service holding it (cilium/cilium#43131, fixed in 1.18.2),"
+            " and the handover starts LB-IPAM with every pool in place. These Services match a"
+            f" translated pool and carry no pin: {', '.join(risky)}. Give each an IP MetalLB"
+            " serves (or delete it until the handover is done) and plan again, or upgrade"
+            " Cilium to 1.18.2 or later first."
+        )
+        obj = "Service " + ", ".join(r.split(" ", 1)[0] for r in risky)
+        if uncertain:
+            self.findings.append(Finding(Severity.WARNING, "lbipam-startup-race", obj, None,
+                                         message + " The operator's image does not tell its"
+                                         " patch release: on 1.18.2 or later this is safe."))
+        else:
+            self.error("lbipam-startup-race", obj, message)
+
     def _advertisement_deletes(self, ads: Sequence[L2Advertisement]) -> list[Action]:
         actions = []
         for ad in ads:
@@ -427,6 +530,46 @@ class _Builder:
                 body=obj,
             ))
         return actions
+
+    def _metallb_release(self, services: Sequence[str], parked: Obj | None) -> list[Action]:
+        """Waits between MetalLB's stop and Cilium's start: break before make holds only once
+        every speaker has really stopped, not when the API accepted the deletion."""
+        actions = []
+        if parked is not None:
+            actions.append(_wait(Target.of(parked), "MetalLB's speakers have no pod left",
+                                 **{"for": "pods-gone", "timeout": 120}))
+        writes = metallb_writes_l2_status(self.snapshot)
+        settle = 0.0 if writes or parked is not None else METALLB_RELOAD_SECONDS
+        self.context["metallbReleaseSettle"] = settle
+        how = "their ServiceL2Status objects are gone"
+        if settle:
+            how += (f", and {settle:g}s passed (MetalLB before 0.14.6 leaves no trace in the"
+                    " API)")
+        if services:
+            actions.append(_wait(
+                Target("metallb.io/v1beta1", "ServiceL2Status", "*",
+                       self.snapshot.metallb_namespace),
+                f"MetalLB's speakers no longer announce the {len(services)} Service(s) handed"
+                f" over ({how})",
+                **{"for": "metallb-released", "services": list(services), "settle": settle,
+                   "timeout": 120},
+            ))
+        return actions
+
+    def cutover_silence(self) -> tuple[float, float]:
+        """How long each IP is expected to go unanswered at the hand-over, in seconds."""
+        from migrate.preflight.inventory import find_cilium, go_duration_seconds
+
+        retry = go_duration_seconds(find_cilium(self.snapshot).setting(
+            "l2-announcements-retry-period")) or 2.0
+        settle = float(self.context.get("metallbReleaseSettle") or 0.0)
+        # From the last speaker going quiet: the wait sees it at its next poll (0.5 s), the
+        # policies are created, each agent sees them and tries for the lease at once; one
+        # that loses the race to a slow holder tries again a retry period later.
+        low, high = 0.5, settle + 0.5 + retry + 1.0
+        self.context["cutoverSilence"] = {"min": low, "max": high, "retryPeriod": retry}
+        self.context["ciliumReleaseSettle"] = CILIUM_RELEASE_SETTLE_SECONDS
+        return low, high
 
     def _policy_creates(self, policies: Sequence[Obj]) -> list[Action]:
         existing = {
@@ -492,7 +635,8 @@ class _Builder:
         waited = [key for key in services if key in self.announced]
         self.context["canary"] = {"pool": pool, "services": waited,
                                   "advertisements": sorted(self.canary_ads)}
-        actions = self._advertisement_deletes(ads) + self._policy_creates(policies)
+        actions = (self._advertisement_deletes(ads) + self._metallb_release(services, None)
+                   + self._policy_creates(policies))
         if waited:
             actions.append(_wait(
                 Target("coordination.k8s.io/v1", "Lease", "cilium-l2announce-*",
@@ -518,6 +662,7 @@ class _Builder:
         actions = self._advertisement_deletes([
             ad for ad in self.snapshot.l2_advertisements
             if not ad.implied and ad.name not in self.canary_ads])
+        parked: Obj | None = None
         if any(ad.implied for ad in self.snapshot.l2_advertisements):
             speaker = metallb_speaker(self.snapshot)
             if speaker is None:
@@ -537,6 +682,12 @@ class _Builder:
                     patch={"spec": {"template": {"spec": {"nodeSelector": {
                         SPEAKER_PAUSE_LABEL: "true"}}}}},
                 ))
+                parked = speaker
+        canary = set((self.context.get("canary") or {}).get("services") or ())
+        # Every Service MetalLB serves: only those it announces over L2 have a ServiceL2Status.
+        handed = sorted(pin.key for pin in self.translation.pins
+                        if pin.ips and pin.key not in canary)
+        actions += self._metallb_release(handed, parked)
         actions += self._policy_creates([p for p in self.translation.policies
                                          if p["metadata"]["name"] not in self.canary_policies])
         if self.translation.policies:
@@ -546,12 +697,14 @@ class _Builder:
                 "every announced Service has a lease held by an eligible node",
                 **{"for": "leases", "timeout": 120},
             ))
+        low, high = self.cutover_silence()
         return Stage(
             4, "l2-cutover", "Hand the ARP answers from MetalLB to Cilium",
-            "Break before make: MetalLB's speakers stop first, then Cilium's policies start; for"
-            " the short gap clients keep the old MAC in their ARP cache, and with kube-proxy"
-            " replacement every node forwards the VIP. The other order would put two announcers"
-            " on the wire.",
+            "Break before make: MetalLB's speakers stop first (the stage waits until each has),"
+            " then Cilium's policies start; for the short gap clients keep the old MAC in their"
+            " ARP cache, and with kube-proxy replacement every node forwards the VIP. The other"
+            f" order would put two announcers on the wire. Expected silence per IP: about"
+            f" {low:g}-{high:g}s.",
             actions=actions,
             checks_before=["LB-IPAM holds every pinned IP"],
             checks_after=["a lease per announced Service, held by an eligible node",

@@ -12,6 +12,8 @@ at (the stages recorded by ``migrate apply``):
   True cannot be required [C1.3][C1.4];
 - before ``l2-cutover``: no Service MetalLB announces (ServiceL2Status [M5]) also has a
   Cilium lease holder, which would answer ARP too (I2) [C2];
+- once ``l2-cutover`` (or ``l2-canary``, for its pool) is applied: no ServiceL2Status left for
+  a migrated Service (a speaker still announcing it);
 - once ``l2-cutover`` is applied: a lease ``cilium-l2announce-<ns>-<name>`` held by a node
   the policies select for every announced Service [C2], one holder per shared IP (Cilium
   elects per Service, cilium/cilium#48419), and no MetalLB L2Advertisement left; once
@@ -338,6 +340,17 @@ def _advertisement_checks(advertisements: Sequence[Obj], stage: str = "l2-cutove
             for ad in sorted(advertisements, key=_key)]
 
 
+def _released_checks(migrated: set[str], speakers: Mapping[str, str]) -> list[Check]:
+    """A Service handed to Cilium has no ServiceL2Status left: MetalLB 0.14.6+ deletes it when
+    its speaker stops announcing, so one left means a speaker still answers for it (I2)."""
+    return [
+        Check("metallb-released", f"Service {key}", key not in speakers,
+              f"MetalLB's speaker on {speakers[key]} still announces it (ServiceL2Status)"
+              if key in speakers else "no MetalLB speaker announces it")
+        for key in sorted(migrated)
+    ]
+
+
 def _one_announcer_checks(plan: Plan, speakers: Mapping[str, str],
                           leases: Mapping[str, Obj]) -> list[Check]:
     """Before cutover MetalLB announces; a Cilium lease holder for the same Service would be a
@@ -415,10 +428,15 @@ def verify_api(kube: Kube, plan: Plan, *, state_namespace: str = STATE_NAMESPACE
                 [ad for ad in advertisements if _name(ad) in gone], "l2-canary")
         else:
             checks += _advertisement_checks(advertisements)
-    speakers: dict[str, str] = {}
+    speakers = metallb_announcers(kube, plan.metallb_namespace)
+    if phase != "metallb":
+        migrated = (set(plan.expected_ips) if phase == "cilium"
+                    else set(canary.get("services") or ()))
+        checks += _released_checks(migrated, speakers)
     if phase != "cilium":
         # MetalLB announces the rest, and never a Service Cilium announces too.
-        speakers = metallb_announcers(kube, plan.metallb_namespace)
         checks += _one_announcer_checks(plan, speakers, leases)
+    else:
+        speakers = {}
     announcers = _announcers(plan, {**speakers, **holders})
     return ApiReport(tuple(checks), phase, announcers, applied)

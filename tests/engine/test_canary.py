@@ -48,10 +48,19 @@ def test_the_canary_stage_comes_between_ipam_handover_and_l2_cutover() -> None:
     canary, cutover = plan.stage("l2-canary"), plan.stage("l2-cutover")
     touched = {(a.verb, a.target.kind, a.target.name) for a in canary.actions}
     assert touched == {("delete", "L2Advertisement", "dns-workers"),
+                       ("wait", "ServiceL2Status", "*"),
                        ("create", "CiliumL2AnnouncementPolicy", "dns-workers"),
                        ("wait", "Lease", "cilium-l2announce-*")}
-    assert not {(a.verb, a.target.kind, a.target.name) for a in cutover.actions} & touched - {
-        ("wait", "Lease", "cilium-l2announce-*")}
+    waits = {("wait", "Lease", "cilium-l2announce-*"), ("wait", "ServiceL2Status", "*")}
+    assert not {(a.verb, a.target.kind, a.target.name) for a in cutover.actions} & (
+        touched - waits)
+    # Break before make: Cilium's policy comes only after MetalLB let go of the pool's Services.
+    order = [a.verb for a in canary.actions]
+    assert order.index("create") > order.index("wait") > order.index("delete")
+    released = next(a for a in canary.actions if a.target.kind == "ServiceL2Status")
+    assert released.wait is not None
+    assert set(released.wait["services"]) == {pin for pin in plan.expected_ips
+                                              if pin.startswith("dns/")}
     # Without the canary, the same objects change: the canary only splits the work in two.
     whole = make_plan(read_snapshot([str(CLUSTERS / SCENARIO)])).stage("l2-cutover")
     split = [(a.verb, a.target.key) for a in [*canary.actions, *cutover.actions]

@@ -79,11 +79,35 @@ def test_after_every_stage_each_check_passes_and_lease_holders_announce(
     assert report.phase == "cilium"
     assert "l2-cutover" in report.applied
     assert {c.name for c in report.checks} == {"service-ips", "pool-conflict", "lbipam", "lease",
-                                                "metallb-advertisements"}
+                                                "metallb-advertisements", "metallb-released"}
     assert set(by_name(report, "lease")) == {f"Service {k}" for k in plan.context["announced"]}
+    assert set(by_name(report, "metallb-released")) == {f"Service {k}" for k in plan.expected_ips}
     view = cluster.controllers.announcements()
     assert dict(report.announcers) == {ip: (view[ip].cilium_node,) for ip in view}
     assert report.to_json()["api"][0].keys() == {"name", "object", "status", "detail"}
+
+
+def test_after_cutover_a_service_metallb_still_announces_fails(
+    cluster_factory: ClusterFactory,
+) -> None:
+    cluster = cluster_factory(SCENARIO)
+    plan = planned(cluster)
+    apply_until(cluster, plan, "l2-cutover")
+    cluster.controllers.set_enabled(cluster.controllers.metallb_speaker, False)
+    key = sorted(plan.expected_ips)[0]
+    namespace, name = key.split("/")
+    # What a speaker that missed the deletion of its L2Advertisement leaves behind.
+    cluster.kube.create({
+        "apiVersion": "metallb.io/v1beta1", "kind": "ServiceL2Status",
+        "metadata": {"name": "l2-left", "namespace": plan.metallb_namespace, "labels": {
+            "metallb.io/node": "worker-1", "metallb.io/service-name": name,
+            "metallb.io/service-namespace": namespace}},
+    })
+    report = verify_api(cluster.kube, plan)
+    assert not report.ok
+    failed = [c for c in report.failures if c.name == "metallb-released"]
+    assert [c.subject for c in failed] == [f"Service {key}"]
+    assert "worker-1" in failed[0].detail
 
 
 def test_a_cilium_lease_while_metallb_announces_is_a_second_announcer(
