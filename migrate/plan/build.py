@@ -13,7 +13,16 @@ from migrate.model.kube import METALLB_PREFIXES, Service
 from migrate.model.metallb import L2Advertisement
 from migrate.plan.model import Action, Obj, Plan, Stage, Target, canonical_digest
 from migrate.plan.views import IGNORED_ANNOTATIONS, creatable, view
-from migrate.preflight.inventory import Version, find_metallb, metallb_serves, version_text
+from migrate.preflight.inventory import (
+    Version,
+    container_args,
+    containers,
+    find_cilium,
+    find_metallb,
+    go_duration_seconds,
+    metallb_serves,
+    version_text,
+)
 from migrate.preflight.known_bugs import known_bugs
 from migrate.sources.snapshot import ClusterSnapshot
 from migrate.translate.translator import (
@@ -179,8 +188,6 @@ def metallb_writes_l2_status(snapshot: ClusterSnapshot) -> bool | None:
     """Whether MetalLB's speakers write a ServiceL2Status per announced Service: always from
     0.14.6, with ``--enable-l2-service-status`` in 0.14.4 and 0.14.5, never before (metallb
     release notes); None when the version is unknown and the snapshot holds none."""
-    from migrate.preflight.inventory import container_args, containers, find_metallb
-
     install = find_metallb(snapshot)
     version = install.version
     if version is None:
@@ -191,23 +198,6 @@ def metallb_writes_l2_status(snapshot: ClusterSnapshot) -> bool | None:
         return any("--enable-l2-service-status" in arg or "--enable-l2-service-status=true"
                    in arg for c in containers(install.speaker) for arg in container_args(c))
     return False
-
-
-def lbipam_version(snapshot: ClusterSnapshot, cilium_namespace: str) -> tuple[int, int, int] | (
-    None
-):
-    """The release of the Cilium operator, which runs LB-IPAM: its image tag, else the
-    agent's."""
-    from migrate.plan.api import image_version
-    from migrate.preflight.inventory import containers, find_cilium
-
-    operator = cilium_operator(snapshot, cilium_namespace)
-    for container in containers(operator) if operator else []:
-        version = image_version(str(container.get("image") or ""))
-        if version:
-            return version
-    install = find_cilium(snapshot)
-    return install.version
 
 
 def _scale(obj: Obj, replicas: int, description: str) -> Action:
@@ -474,9 +464,9 @@ class _Builder:
         fixed by the same #41122). So the plan blocks, naming each Service that could steal.
         """
         from migrate.model.selectors import matches
-        from migrate.preflight.inventory import version_text
-
-        version = lbipam_version(self.snapshot, self.cilium_namespace)
+        # LB-IPAM runs in the operator: its image tells the release, else the agent's.
+        install = find_cilium(self.snapshot)
+        version = install.operator_version or install.version
         if version is not None and version >= LBIPAM_STARTUP_FIX:
             return
         minor = tuple(int(x) for x in self.translation.cilium.minor.split(".")[:2])
@@ -558,8 +548,6 @@ class _Builder:
 
     def cutover_silence(self) -> tuple[float, float]:
         """How long each IP is expected to go unanswered at the hand-over, in seconds."""
-        from migrate.preflight.inventory import find_cilium, go_duration_seconds
-
         retry = go_duration_seconds(find_cilium(self.snapshot).setting(
             "l2-announcements-retry-period")) or 2.0
         settle = float(self.context.get("metallbReleaseSettle") or 0.0)
