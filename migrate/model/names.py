@@ -206,3 +206,13 @@ def label_safe_values(texts: Iterable[str]) -> dict[str, str]:
         out[text] = value
         taken.add(value)
     return out
+
+
+def subdomain_safe(name: str, *, digits: int = HASH_DIGITS) -> str:
+    """A name of at most 253 characters standing for a longer DNS subdomain: its first
+    characters (trimmed to end alphanumeric), ``-`` and ``digits`` hex digits of its sha256.
+    A name that fits is returned as it is."""
+    if len(name) <= DNS1123_SUBDOMAIN_MAX_LENGTH:
+        return name
+    room = DNS1123_SUBDOMAIN_MAX_LENGTH - digits - 1
+    return f"{name[:room].rstrip('-.')}-{_digest(name, digits)}"
