@@ -153,6 +153,14 @@ class _Translator:
         # A pool's name is a DNS subdomain of up to 253 characters, a label value at most 63
         # [real-clusters §5]: the pool label carries a value the API server stores.
         self.out.pool_labels = label_safe_values(pool.name for pool in snapshot.pools)
+        if version.newer:
+            self.finding(
+                Severity.WARNING, "cilium-version-newer", f"Cilium {version.newer}", None,
+                f"is newer than the newest release migrate knows ({version.minor}): the objects"
+                f" are written as for {version.minor} (pools {version.pool_api_version}, L2"
+                f" policies {version.policy_api_version}); check that {version.newer} still"
+                " serves them.",
+            )
 
     def pool_value(self, pool: str) -> str:
         """The pool label's value for a MetalLB pool."""
