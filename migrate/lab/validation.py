@@ -5,8 +5,8 @@ validates it (``ValidateObjectMetaAccessor`` on create, ``ValidateObjectMetaAcce
 on update): the name by the kind's rule (on create only: a name cannot change), label keys and
 values (``staging/src/k8s.io/apimachinery/pkg/apis/meta/v1/validation/validation.go``
 ``ValidateLabels``), annotation keys and their total size (``TotalAnnotationSizeLimitB``, 256
-KiB of keys and values) and finalizers. Then the few spec fields of built-in kinds whose
-labels matter to a migration: a Service's ``spec.selector`` (``ValidateService`` in
+KiB of keys and values) and, on create, finalizers. Then the few spec fields of built-in
+kinds whose labels matter to a migration: a Service's ``spec.selector`` (``ValidateService`` in
 ``pkg/apis/core/validation/validation.go``), pod templates' labels, annotations and
 ``nodeSelector`` (``ValidatePodTemplateSpec``, ``ValidatePodSpec``) and the workloads' label
 selector (``ValidateLabelSelector``). Custom resources get the metadata checks; their schema is
@@ -223,7 +223,8 @@ def object_causes(rtype: ResourceType, obj: Obj, old: Obj | None) -> list[Cause]
                               api_version)
     causes += label_causes(labels, "metadata.labels")
     causes += annotation_causes(annotations, "metadata.annotations")
-    for finalizer in meta.get("finalizers") or []:
+    for finalizer in (meta.get("finalizers") or []) if old is None else []:
+        # ValidateFinalizers runs on create (ValidateObjectMetaAccessorUpdate leaves it out)
         causes += [invalid_value("metadata.finalizers", str(finalizer), msg)
                    for msg in qualified_name_errors(str(finalizer))]
     if not rtype.custom:
