@@ -54,6 +54,14 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+def _check_cilium_version(text: str | None) -> None:
+    """A --cilium-version the tables know (InputError naming the option otherwise)."""
+    if text is not None:
+        from migrate.translate.mappings import cilium_version
+
+        cilium_version(text, strict=True)
+
+
 def _cluster_options(function: Any) -> Any:
     """--kubeconfig, --context and --state-namespace, shared by the commands that talk to a
     cluster."""
@@ -100,7 +108,8 @@ class _ConsoleReporter:
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml",
               show_default=True, help="Output format.")
 @click.option("--cilium-version", metavar="X.Y", default=None,
-              help="Target Cilium version (default: the newest known).")
+              help="Target Cilium version, 1.15 to 1.20 (default: the version of the Cilium"
+                   " agent in the input, else 1.20, the newest known).")
 @click.option("--metallb-namespace", metavar="NS", default=None,
               help="MetalLB's namespace (default: the one its objects are in, else"
                    " metallb-system).")
@@ -125,6 +134,7 @@ def convert(
     all_paths = [*paths, *more_paths]
     if not all_paths:
         raise click.UsageError("give at least one file or folder with -f")
+    _check_cilium_version(cilium_version)
     snapshot = read_snapshot(all_paths, metallb_namespace=metallb_namespace)
     if not snapshot.has_metallb:
         raise NothingToMigrateError(
@@ -133,7 +143,9 @@ def convert(
             + " (no IPAddressPool, L2Advertisement, BGP object, legacy config, or Service with"
             " MetalLB annotations)"
         )
-    translation = translate(snapshot, cilium=cilium_version)
+    from migrate.plan.api import cilium_version_of
+
+    translation = translate(snapshot, cilium=cilium_version or cilium_version_of(snapshot))
     if output == "json":
         click.echo(convert_json(snapshot, translation), nl=False)
     else:
@@ -334,7 +346,8 @@ def verify(
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when there is nothing to do, 2 when changes are pending (1 error).")
 @click.option("--cilium-version", metavar="X.Y", default=None,
-              help="Target Cilium version (default: detected from the cluster, else newest).")
+              help="Target Cilium version, 1.15 to 1.20 (default: the version of the cluster's"
+                   " Cilium agent, from its image; else 1.20, the newest known).")
 @click.option("--metallb-namespace", metavar="NS", default=None)
 @click.option("--cilium-namespace", metavar="NS", default="kube-system", show_default=True)
 @click.option("--canary", metavar="POOL", default=None,
@@ -348,6 +361,7 @@ def plan(from_paths: tuple[str, ...], kubeconfig: str | None, kube_context: str 
     from migrate.plan.api import make_plan, save_plan
     from migrate.render import plan_document, plan_text
 
+    _check_cilium_version(cilium_version)
     if from_paths:
         from migrate.sources.snapshot import read_snapshot
 

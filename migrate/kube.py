@@ -99,6 +99,15 @@ def resource(api_version: str, kind: str) -> Resource:
         raise ClusterError(f"{kind} {api_version} is not a kind migrate works with") from None
 
 
+@dataclass(frozen=True)
+class Cause:
+    """One field the API server refused (a ``Status``'s ``details.causes[]``)."""
+
+    field: str
+    reason: str
+    message: str
+
+
 @dataclass
 class ApiFailure:
     """What the API server said when it refused a request."""
@@ -107,6 +116,17 @@ class ApiFailure:
     reason: str
     message: str
     retry_after: float | None = None
+    causes: tuple[Cause, ...] = ()
+
+    def describe(self) -> str:
+        """The message, plus each refused field the message does not name already (a
+        webhook or an aggregated server may word its message without them)."""
+        missing = [c for c in self.causes
+                   if c.field and f"{c.field}: " not in self.message]
+        extra = "; ".join(f"{c.field}: {c.message}" for c in missing)
+        if not extra:
+            return self.message
+        return f"{self.message} ({extra})" if self.message else extra
 
 
 class KubeError(ClusterError):
@@ -117,12 +137,17 @@ class KubeError(ClusterError):
         self.what = what
         self.failure = failure
         super().__init__(
-            f"{verb} {what}: {failure.status} {failure.reason}: {failure.message}".rstrip(": ")
+            f"{verb} {what}: {failure.status} {failure.reason}: {failure.describe()}".rstrip(": ")
         )
 
     @property
     def status(self) -> int:
         return self.failure.status
+
+    @property
+    def fields(self) -> list[str]:
+        """The field paths the server refused (``metadata.labels``), from its causes."""
+        return list(dict.fromkeys(c.field for c in self.failure.causes if c.field))
 
 
 def _is_transient(status: int) -> bool:
@@ -375,10 +400,17 @@ def _describe(exc: BaseException) -> str:
 
 def _failure(status: int, raw: bytes, retry_after: str | None) -> ApiFailure:
     reason, message = "", ""
+    causes: list[Cause] = []
     try:
         body = json.loads(raw) if raw else {}
         if isinstance(body, dict):
             reason, message = str(body.get("reason") or ""), str(body.get("message") or "")
+            details = body.get("details")
+            for cause in (details.get("causes") or []) if isinstance(details, dict) else []:
+                if isinstance(cause, dict):
+                    causes.append(Cause(str(cause.get("field") or ""),
+                                        str(cause.get("reason") or ""),
+                                        str(cause.get("message") or "")))
     except ValueError:
         message = raw[:200].decode(errors="replace")
     retry: float | None = None
@@ -387,7 +419,7 @@ def _failure(status: int, raw: bytes, retry_after: str | None) -> ApiFailure:
             retry = float(retry_after)
         except ValueError:
             retry = None
-    return ApiFailure(status, reason, message, retry)
+    return ApiFailure(status, reason, message, retry, tuple(causes))
 
 
 def _what(res: Resource, namespace: str | None, name: str | None) -> str:

@@ -39,11 +39,13 @@ def convert_yaml(snapshot: ClusterSnapshot, translation: Translation) -> str:
 
 
 def convert_json(snapshot: ClusterSnapshot, translation: Translation) -> str:
-    """JSON for ``migrate convert -o json``: items, pins and findings."""
+    """JSON for ``migrate convert -o json``: items, pins, the pool label's value per MetalLB
+    pool, and findings."""
     payload = {
         "ciliumVersion": translation.cilium.minor,
         "items": convert_documents(snapshot, translation),
         "pins": [pin.to_dict() for pin in translation.pins],
+        "poolLabels": dict(translation.pool_labels),
         "findings": [finding.to_dict() for finding in translation.findings],
     }
     return json.dumps(payload, indent=2) + "\n"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO / "testdata"
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("MIGRATE_SHARED") or REPO.parent / "shared")
+"""The shared reference folder; ``$MIGRATE_SHARED`` points elsewhere (a git worktree)."""
 
 
 @pytest.fixture(scope="session")

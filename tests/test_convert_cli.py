@@ -41,7 +41,7 @@ def test_json_output_has_items_pins_and_findings() -> None:
     result = run_cli("convert", "-f", str(CASE / "service-allocation" / "input.yaml"), "-o",
                      "json")
     payload = json.loads(result.stdout)
-    assert payload["ciliumVersion"] == "1.19"
+    assert payload["ciliumVersion"] == "1.20"
     assert {item["kind"] for item in payload["items"]} >= {"CiliumLoadBalancerIPPool"}
     assert {pin["service"] for pin in payload["pins"]} == {
         "team-a/app", "web/site", "backend/cache", "identity/ldap"}

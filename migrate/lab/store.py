@@ -177,11 +177,11 @@ def conflict(rtype: ResourceType, name: str) -> ApiError:
 
 def invalid(rtype: ResourceType, name: str, causes: list[dict[str, str]]) -> ApiError:
     """422 Invalid with ``details.causes`` carrying field paths."""
-    summary = ", ".join(
+    # field.ErrorList.ToAggregate: each distinct message once, "[a, b]" when more than one.
+    messages = list(dict.fromkeys(
         f"{c['field']}: {c['message']}" if c.get("field") else c["message"] for c in causes
-    )
-    if len(causes) > 1:
-        summary = f"[{summary}]"
+    ))
+    summary = messages[0] if len(messages) == 1 else f"[{', '.join(messages)}]"
     return ApiError(
         422,
         "Invalid",
@@ -1007,7 +1007,16 @@ class Store:
 
         ``builtin_defaults=False`` (snapshot loading) leaves built-in kinds as recorded: no
         cluster IP or node port is allocated for a Service the snapshot lists without one.
+        Names, labels, annotations (and the label fields of a few built-in specs) are
+        validated as kube-apiserver does, ahead of a custom kind's schema
+        (:mod:`migrate.lab.validation`): 422 Invalid naming each field.
         """
+        from migrate.lab.validation import DecodeError, object_causes
+
+        try:
+            causes = object_causes(rtype, new, old)
+        except DecodeError as exc:
+            raise bad_request(str(exc)) from None
         if rtype.custom:
             from migrate.lab.crds import apply_defaults, prune, validate
 
@@ -1015,10 +1024,12 @@ class Store:
             if schema is not None:
                 prune(schema, new)
                 apply_defaults(schema, new)
-                causes = validate(schema, new, rtype.crd_name or rtype.plural, version)
-                if causes:
-                    raise invalid(rtype, new["metadata"]["name"], causes)
+                causes += validate(schema, new, rtype.crd_name or rtype.plural, version)
+            if causes:
+                raise invalid(rtype, new["metadata"]["name"], causes)
             return
+        if causes:
+            raise invalid(rtype, new["metadata"]["name"], causes)
         if rtype.group == "" and rtype.kind == "Service":
             if builtin_defaults:
                 self._default_service(new, old)

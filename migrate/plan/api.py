@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -27,18 +28,43 @@ def image_version(image: str) -> tuple[int, int, int] | None:
     return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
 
 
+def _agent_image_version(body: dict[str, Any], containers_path: tuple[str, ...]) -> (
+    tuple[int, int, int] | None
+):
+    """The version in the image of a Cilium agent's container (``cilium-agent`` first)."""
+    node: Any = body
+    for key in containers_path:
+        node = (node or {}).get(key) if isinstance(node, dict) else None
+    containers = [c for c in node or [] if isinstance(c, dict)]
+    containers.sort(key=lambda c: c.get("name") != "cilium-agent")
+    for container in containers:
+        version = image_version(str(container.get("image", "")))
+        if version:
+            return version
+    return None
+
+
+def _is_agent(body: dict[str, Any]) -> bool:
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get("k8s-app") == "cilium"
+                or labels.get("app.kubernetes.io/name") == "cilium-agent"
+                or (body.get("kind") == "DaemonSet" and body["metadata"].get("name") == "cilium"))
+
+
 def cilium_version_of(snapshot: ClusterSnapshot, namespace: str = "kube-system") -> str | None:
-    """Cilium's version from its agent DaemonSet's image, when the snapshot has it [C5]."""
+    """Cilium's version (``X.Y``) from its agent's image tag [C5]: the agent DaemonSet's pod
+    template, else the oldest of the agent pods (a rollout may be half done); None when the
+    input has no agent with a tagged image (``convert`` of plain manifests)."""
     for body in snapshot.find("apps/", "DaemonSet"):
-        labels = (body.get("metadata") or {}).get("labels") or {}
-        if body["metadata"].get("name") != "cilium" and labels.get("k8s-app") != "cilium":
-            continue
-        containers = ((body.get("spec") or {}).get("template") or {}).get("spec", {}).get(
-            "containers") or []
-        for container in containers:
-            version = image_version(str(container.get("image", "")))
+        if _is_agent(body):
+            version = _agent_image_version(body, ("spec", "template", "spec", "containers"))
             if version:
                 return f"{version[0]}.{version[1]}"
+    versions = [v for body in snapshot.find("v1", "Pod") if _is_agent(body)
+                if (v := _agent_image_version(body, ("spec", "containers")))]
+    if versions:
+        oldest = min(versions)
+        return f"{oldest[0]}.{oldest[1]}"
     return None
 
 

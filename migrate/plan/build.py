@@ -852,6 +852,9 @@ def build_plan(snapshot: ClusterSnapshot, translation: Translation, *,
     builder.context["services"] = sorted(s.key for s in snapshot.services if s.is_load_balancer)
     builder.context["announced"] = builder.announced
     builder.context["poolIPs"] = pool_ip_counts(translation)
+    # The pool label's value per MetalLB pool, as stage 1 writes it and the Cilium selectors
+    # match it (a pool name that is no label value is shortened, with a hash).
+    builder.context["poolLabels"] = dict(translation.pool_labels)
     return Plan(
         fingerprint=snapshot_fingerprint(snapshot),
         cilium_version=translation.cilium.minor,

@@ -47,6 +47,8 @@ class CiliumVersion:
     sharing_survives_import: bool
     sharing_port_protocol: bool
     """Whether LB-IPAM tells sharers' ports apart by protocol (else by number only)."""
+    newer: str | None = None
+    """The minor asked for, when it is newer than every known one (this row is the newest's)."""
 
 
 def _minor_key(text: str) -> tuple[int, int]:
@@ -59,8 +61,17 @@ def known_versions() -> list[str]:
     return sorted(load_table("cilium-versions")["versions"], key=_minor_key)
 
 
-def cilium_version(requested: str | None) -> CiliumVersion:
-    """The table row for a Cilium version ``X.Y`` or ``X.Y.Z`` (default: the newest known)."""
+def newest_known() -> str:
+    """The newest Cilium minor the tables know (the default when no agent is found)."""
+    return known_versions()[-1]
+
+
+def cilium_version(requested: str | None, *, strict: bool = False) -> CiliumVersion:
+    """The table row for a Cilium version ``X.Y`` or ``X.Y.Z`` (default: the newest known).
+
+    A version newer than every known one gets the newest row, with ``newer`` set (a cluster
+    may run a release newer than this tool); ``strict`` (a version the user typed) refuses it.
+    """
     table = load_table("cilium-versions")
     versions = table["versions"]
     newest = known_versions()[-1]
@@ -78,10 +89,17 @@ def cilium_version(requested: str | None) -> CiliumVersion:
             f" {table['minimum']} or newer",
             field="--cilium-version",
         )
-    if minor not in versions:
-        minor = newest if _minor_key(minor) > _minor_key(newest) else minor
+    newer = None
+    if _minor_key(minor) > _minor_key(newest):
+        if strict:
+            raise InputError(
+                f"Cilium {minor} is newer than the newest release migrate knows ({newest});"
+                f" known: {', '.join(known_versions())}",
+                field="--cilium-version",
+            )
+        minor, newer = newest, minor
     row = versions[minor]
-    return CiliumVersion(minor=minor, **row)
+    return CiliumVersion(minor=minor, **row, newer=newer)
 
 
 def pool_label() -> str:

@@ -22,6 +22,7 @@ from migrate.model.addresses import (
 )
 from migrate.model.findings import Finding, Severity, sort_findings
 from migrate.model.kube import METALLB_PREFIXES, Service, metallb_annotation
+from migrate.model.names import LABEL_VALUE_MAX_LENGTH, label_safe_values, subdomain_safe
 from migrate.model.selectors import SelectorError, combine, matches
 from migrate.sources.snapshot import ClusterSnapshot
 from migrate.translate.mappings import (
@@ -82,6 +83,10 @@ class Translation:
     findings: list[Finding] = field(default_factory=list)
     l2_pools: dict[str, list[str]] = field(default_factory=dict)
     """L2Advertisement (``str(ref)``, the policies' source annotation) → the pools it announces."""
+    pool_labels: dict[str, str] = field(default_factory=dict)
+    """MetalLB pool → the value of the pool label (``lbmigrate.io/pool``) that stands for it on
+    Services and in every selector: the pool's name, or a label-safe form of a name that is no
+    label value (:func:`migrate.model.names.label_safe_values`)."""
 
     def objects(self) -> list[dict[str, Any]]:
         """Every Cilium object, pools first."""
@@ -121,10 +126,11 @@ def pool_blocks(pool: mlb.IPAddressPool) -> list[dict[str, str]]:
     return blocks
 
 
-def _pool_label_selector(names: list[str]) -> dict[str, Any]:
+def _pool_label_selector(values: list[str]) -> dict[str, Any]:
+    """Services whose pool label is one of these values."""
     return {
         "matchExpressions": [
-            {"key": pool_label(), "operator": "In", "values": sorted(set(names))}
+            {"key": pool_label(), "operator": "In", "values": sorted(set(values))}
         ]
     }
 
@@ -144,6 +150,25 @@ class _Translator:
         self.pool_selectors: dict[str, dict[str, Any]] = {}
         self.l2_pools: dict[str, list[mlb.L2Advertisement]] = defaultdict(list)
         self.bgp_pools: set[str] = set()
+        # A pool's name is a DNS subdomain of up to 253 characters, a label value at most 63
+        # [real-clusters §5]: the pool label carries a value the API server stores.
+        self.out.pool_labels = label_safe_values(pool.name for pool in snapshot.pools)
+        if version.newer:
+            self.finding(
+                Severity.WARNING, "cilium-version-newer", f"Cilium {version.newer}", None,
+                f"is newer than the newest release migrate knows ({version.minor}): the objects"
+                f" are written as for {version.minor} (pools {version.pool_api_version}, L2"
+                f" policies {version.policy_api_version}); check that {version.newer} still"
+                " serves them.",
+            )
+
+    def pool_value(self, pool: str) -> str:
+        """The pool label's value for a MetalLB pool."""
+        return self.out.pool_labels[pool]
+
+    def pool_selector_of(self, pools: list[str]) -> dict[str, Any]:
+        """Services labelled as pinned to one of these MetalLB pools."""
+        return _pool_label_selector([self.pool_value(name) for name in pools])
 
     def finding(
         self, severity: Severity, code: str, obj: object, field_path: str | None, message: str,
@@ -161,6 +186,16 @@ class _Translator:
     # -- pools -----------------------------------------------------------------------------
     def translate_pools(self) -> None:
         for pool in sorted(self.snapshot.pools, key=lambda p: p.name):
+            value = self.pool_value(pool.name)
+            if value != pool.name:
+                self.finding(
+                    Severity.INFO, "pool-label-value", pool.ref, "metadata.name",
+                    f"its name has {len(pool.name)} characters, more than the"
+                    f" {LABEL_VALUE_MAX_LENGTH} a label value may have: the Services of this"
+                    f" pool are labelled {pool_label()}={value}, and the Cilium selectors match"
+                    " that value. A Service created later for this pool must carry it.",
+                    pool.ref.origin,
+                )
             selector = self._pool_selector(pool)
             self.pool_selectors[pool.name] = selector
             spec: dict[str, Any] = {
@@ -191,11 +226,11 @@ class _Translator:
         if alloc is not None:
             if alloc.namespace_selectors:
                 self.noted("IPAddressPool", "spec.serviceAllocation.namespaceSelectors",
-                           pool.ref, origin, label=label, pool=pool.name)
+                           pool.ref, origin, label=label, pool=self.pool_value(pool.name))
                 fallback = True
             if len(alloc.service_selectors) > 1:
                 self.noted("IPAddressPool", "spec.serviceAllocation.serviceSelectors",
-                           pool.ref, origin, label=label, pool=pool.name,
+                           pool.ref, origin, label=label, pool=self.pool_value(pool.name),
                            count=len(alloc.service_selectors))
                 fallback = True
             if alloc.priority:
@@ -210,13 +245,13 @@ class _Translator:
                 if alloc.service_selectors:
                     parts.append(alloc.service_selectors[0])
         if fallback:
-            parts.append(_pool_label_selector([pool.name]))
+            parts.append(self.pool_selector_of([pool.name]))
         try:
             return combine(*parts)
         except SelectorError as exc:  # pragma: no cover - parts use distinct keys
             self.finding(Severity.ERROR, "selector-conflict", pool.ref, "spec.serviceAllocation",
                          str(exc), origin)
-            return _pool_label_selector([pool.name])
+            return self.pool_selector_of([pool.name])
 
     # -- advertisements --------------------------------------------------------------------
     def _selected_pools(self, ad: mlb.L2Advertisement | mlb.BGPAdvertisement) -> list[str]:
@@ -245,12 +280,13 @@ class _Translator:
             if ad.has_preferred_node_selectors:
                 self.noted("L2Advertisement", "spec.preferredNodeSelectors", ad.ref,
                            ad.ref.origin)
-            pool_part = None if pools == all_pools else _pool_label_selector(pools)
+            pool_part = None if pools == all_pools else self.pool_selector_of(pools)
             if pool_part is not None:
+                values = sorted({self.pool_value(name) for name in pools})
                 self.finding(
                     Severity.INFO, "l2-pool-label", ad.ref, "spec.ipAddressPools",
                     f"announces pools {', '.join(pools)} only: its policies select Services"
-                    f" labelled {pool_label()} in ({', '.join(pools)}). The migration labels the"
+                    f" labelled {pool_label()} in ({', '.join(values)}). The migration labels the"
                     " Services it pins; a Service created later must carry the label to be"
                     " announced.", ad.ref.origin,
                 )
@@ -273,9 +309,9 @@ class _Translator:
             ]
             combos = [(svc, node) for svc in service_parts for node in node_parts]
             for index, (svc, node) in enumerate(combos, start=1):
-                name = ad.name if len(combos) == 1 else f"{ad.name}-{index}"
+                name = ad.name if len(combos) == 1 else subdomain_safe(f"{ad.name}-{index}")
                 while name in taken:
-                    name = f"{name}-x"
+                    name = subdomain_safe(f"{name}-x")
                 taken.add(name)
                 spec: dict[str, Any] = {}
                 if svc:
@@ -419,7 +455,7 @@ class _Translator:
         key = service.metallb("allow-shared-ip")
         if key:
             annotations[self.version.sharing_key_annotation] = key
-        labels = {pool_label(): pool} if pool else {}
+        labels = {pool_label(): self.pool_value(pool)} if pool else {}
         if service.external_traffic_policy == "Local" and (
             pool is None or pool in self.l2_pools
         ):

@@ -82,16 +82,17 @@ def _run(controllers: Controllers, stop: threading.Event) -> None:
         stop.wait(0.02)
 
 
-ClusterFactory = Callable[[str], Cluster]
+ClusterFactory = Callable[[str | Path], Cluster]
 
 
 @pytest.fixture
 def cluster_factory(tmp_path: Path) -> Iterator[ClusterFactory]:
-    """Start emulated clusters from testdata/clusters/<name>; all stopped at teardown."""
+    """Start emulated clusters from testdata/clusters/<name> (or a folder of the test's own);
+    all stopped at teardown."""
     started: list[Cluster] = []
 
-    def start(name: str) -> Cluster:
-        scenario = CLUSTERS / name
+    def start(name: str | Path) -> Cluster:
+        scenario = name if isinstance(name, Path) else CLUSTERS / name
         store, skipped = Store.from_snapshot([scenario], Clock.real())
         assert not skipped, skipped
         controllers = build_controllers(store)
