@@ -297,7 +297,8 @@ class _Builder:
             3, "ipam-handover", "Create every Cilium pool at once",
             "LB-IPAM strips any IP not covered by a matching pool at the moment it looks, and it"
             " looks at every Service as soon as the first pool exists; stopping its operator,"
-            " creating all pools, and starting it again is the only atomic way [C1.4].",
+            " creating all pools, and starting it again is the only atomic way (cilium/cilium"
+            " operator/pkg/lbipam/lbipam.go).",
             actions=actions,
             checks_before=["MetalLB's controller is stopped", "every Service carries its pins"],
             checks_after=["every pool: cilium.io/IPsUsed reaches its pinned IPs; no Service has"
@@ -515,7 +516,8 @@ class _Builder:
         return Stage(
             5, "decommission", "Remove what is left of MetalLB",
             "MetalLB's pools are deleted while its controller is still stopped: a running"
-            " controller would clear every IP when its pools vanish [M2]. Its annotations are"
+            " controller would clear every IP when its pools vanish (metallb/metallb"
+            " controller/service.go). Its annotations are"
             " removed from the Services. Then uninstall the release by hand.",
             actions=actions,
             checks_before=["every announced Service has a Cilium lease"],

@@ -43,7 +43,7 @@ def check_cilium_installed(ctx: Context) -> CheckResult:
         missing.append("no Cilium agent DaemonSet (named cilium or labelled k8s-app=cilium)")
     if operator is None:
         missing.append("no Cilium operator Deployment (cilium-operator, label"
-                       " io.cilium/app=operator); LB-IPAM runs in the operator [C1]")
+                       " io.cilium/app=operator); LB-IPAM runs in the operator")
     text = "; ".join(missing)
     return CheckResult(
         "cilium-installed", ERROR, text[0].upper() + text[1:] + ".",
@@ -84,7 +84,7 @@ def check_cilium_version(ctx: Context) -> CheckResult:
         problems.append((
             ERROR,
             f"Cilium {shown} is too old: LB-IPAM ranges and allowFirstLastIPs need 1.15 or"
-            " newer [C1].",
+            " newer.",
             f"Upgrade Cilium to {version_text(RESHUFFLE_FIXED)} or newer.",
         ))
         facts = ""
@@ -98,7 +98,8 @@ def check_cilium_version(ctx: Context) -> CheckResult:
             problems.append((
                 WARNING,
                 f"Before {version_text(RESHUFFLE_FIXED)} an operator restart can re-address"
-                " Services of a pool that has unsatisfied Services [C1.4]; the ipam-handover"
+                " Services of a pool that has unsatisfied Services (cilium/cilium#41147); the"
+                " ipam-handover"
                 " stage restarts the operator" + (" (check the patch release)." if unsure
                                                   else "."),
                 f"Upgrade Cilium to {version_text(RESHUFFLE_FIXED)} or newer first.",
@@ -129,7 +130,8 @@ def check_kube_proxy_replacement(ctx: Context) -> CheckResult:
         values.update(TALOS_API_SERVER)  # Talos' local API-server proxy [talos-cilium-l2.md]
     return helm_result(
         "kube-proxy-replacement", ERROR, found,
-        "L2 announcements need kube-proxy replacement [C2]: set kubeProxyReplacement (Helm"
+        "L2 announcements need kube-proxy replacement (a prerequisite in Cilium's L2"
+        " announcements guide): set kubeProxyReplacement (Helm"
         " values below), restart Cilium, then remove kube-proxy.", values, ctx, field,
     )
 
@@ -145,7 +147,7 @@ def check_l2_announcements(ctx: Context) -> CheckResult:
     return helm_result(
         "l2-announcements", ERROR, found,
         "Enable L2 announcements (Helm values below) and restart agent and operator: without"
-        " it no node answers ARP for the Service IPs once MetalLB stops [C2].",
+        " it no node answers ARP for the Service IPs once MetalLB stops.",
         {"l2announcements": {"enabled": True}}, ctx, field,
     )
 
@@ -161,7 +163,7 @@ def check_lb_ipam(ctx: Context) -> CheckResult:
     return helm_result(
         "lb-ipam", ERROR, found,
         "Turn LB-IPAM on (Helm values below) and restart the operator: it is what keeps the"
-        " Services' IPs once MetalLB's controller stops [C1.1].",
+        " Services' IPs once MetalLB's controller stops.",
         {"enableLBIPAM": True}, ctx, field,
     )
 
@@ -184,7 +186,7 @@ def check_default_lb_service_ipam(ctx: Context) -> CheckResult:
     return helm_result(
         "default-lb-service-ipam", ERROR, found,
         "Set defaultLBServiceIPAM to lbipam (Helm values below): otherwise LB-IPAM ignores the"
-        " Services without a loadBalancerClass, which are the ones MetalLB serves [C1.1].",
+        " Services without a loadBalancerClass, which are the ones MetalLB serves.",
         {"defaultLBServiceIPAM": "lbipam"}, ctx, field,
     )
 
@@ -216,7 +218,7 @@ def check_client_rate_limit(ctx: Context) -> CheckResult:
         f"Raise the agent's client rate limit to qps {recommended_qps} / burst"
         f" {recommended_burst} (Services ÷ renew deadline × {RATE_HEADROOM:g}, shared with the"
         " agent's other API calls; Helm values below). Too low a limit loses leases and makes"
-        " the announcing node flap [C2].",
+        " the announcing node flap.",
         {"k8sClientRateLimit": {"qps": recommended_qps, "burst": recommended_burst}}, ctx, field,
     )
 
@@ -252,7 +254,7 @@ def check_l2_devices(ctx: Context) -> CheckResult:
             "l2-devices", WARNING,
             f"MetalLB announces on {', '.join(interfaces)}; Cilium auto-detects its devices"
             f" (devices is not set{ctx.config_note}), and an interface without an IP address is"
-            " not selected [C2].",
+            " not selected (cilium/cilium#31691).",
             "Check that each interface is among the agent's devices (command below); if one is"
             " not, set devices to the full list of interfaces Cilium must use.",
             snippet=commands_snippet([
@@ -269,7 +271,7 @@ def check_l2_devices(ctx: Context) -> CheckResult:
     where = "; ".join(f"{i} (named by {', '.join(sorted(named[i]))})" for i in missing)
     return helm_result(
         "l2-devices", ERROR, f"{found} Not among Cilium's devices: {where}.",
-        "Cilium only announces on its own devices [C2]: add the missing interfaces to devices"
+        "Cilium only announces on its own devices: add the missing interfaces to devices"
         " (Helm values below) and restart the agents.",
         {"devices": [*devices, *missing]}, ctx, field,
     )
@@ -292,7 +294,7 @@ def check_node_labels(ctx: Context) -> CheckResult:
         return CheckResult(
             "node-labels", WARNING,
             "No CiliumNode objects in the input: Cilium matches L2 policy node selectors"
-            " against CiliumNode labels, not Node labels [C2], so the announcing nodes cannot"
+            " against CiliumNode labels, not Node labels, so the announcing nodes cannot"
             " be compared.",
             "Include the CiliumNodes (kubectl get ciliumnodes -o yaml).",
         )
@@ -372,13 +374,13 @@ def check_ipv6(ctx: Context) -> CheckResult:
     if ctx.row is None:
         return CheckResult(
             "ipv6", WARNING, f"{found}, announced over L2; Cilium's version is unknown.",
-            "IPv6 L2 announcements need Cilium 1.19 or newer (NDP) [C2]: check the version.",
+            "IPv6 L2 announcements need Cilium 1.19 or newer (NDP): check the version.",
             obj=obj, field="spec.addresses",
         )
     if not ctx.row.l2_ndp:
         return CheckResult(
             "ipv6", ERROR,
-            f"{found}, announced over L2, but Cilium {ctx.row.minor} answers no NDP [C2]: those"
+            f"{found}, announced over L2, but Cilium {ctx.row.minor} answers no NDP: those"
             " IPv6 addresses would go silent.",
             "Upgrade Cilium to 1.19 or newer before migrating.", obj=obj, field="spec.addresses",
         )
@@ -437,12 +439,12 @@ def check_shared_ip_protocols(ctx: Context) -> CheckResult:
         return CheckResult(
             name, ERROR, f"Shared IPs use one port number on two protocols: {listed}. Cilium"
             f" {version_text(ctx.version) if ctx.version else ''} tells ports apart by number"
-            " only, so LB-IPAM would give one of the sharers another IP [C1.2].",
+            " only, so LB-IPAM would give one of the sharers another IP.",
             "Upgrade Cilium to 1.17 or newer before migrating.", obj=ctx.cilium.config_obj,
             field=field)
     return helm_result(
         name, ERROR, f"Shared IPs use one port number on two protocols: {listed}, and"
-        " bpf-lb-proto-diff is 'false': LB-IPAM would give one of the sharers another IP"
-        " [C1.2].", "Turn protocol differentiation back on (Helm values below) and restart"
+        " bpf-lb-proto-diff is 'false': LB-IPAM would give one of the sharers another IP.",
+        "Turn protocol differentiation back on (Helm values below) and restart"
         " Cilium.", {"loadBalancer": {"protocolDifferentiation": {"enabled": True}}}, ctx, field,
     )

@@ -55,7 +55,7 @@ def check_external_traffic_policy(ctx: Context) -> CheckResult:
         "external-traffic-policy", WARNING,
         f"{len(local)} Service(s) use externalTrafficPolicy Local: {service_names(local)}."
         " Cilium may announce them from a node without a local endpoint, which drops the"
-        " traffic [C2].",
+        " traffic (cilium/cilium#27800).",
         "Switch them to Cluster (commands below), or make sure a backend runs on every node"
         " the L2 policy selects.",
         snippet=commands_snippet(

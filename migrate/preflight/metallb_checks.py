@@ -40,17 +40,18 @@ def check_metallb(ctx: Context) -> CheckResult:
             "metallb", WARNING, f"{obj}: cannot tell MetalLB's version (no image tag or"
             " app.kubernetes.io/version label).",
             "Check the version by hand: rollback relies on a controller of 0.14 or newer"
-            " re-adopting the IPs in the Services' status [M6].", obj=obj,
+            " re-adopting the IPs in the Services' status (metallb/metallb"
+            " controller/service.go).", obj=obj,
         )
     version = version_text(ctx.metallb.version)
     found = f"MetalLB {version} ({ctx.metallb.version_source})."
     if ctx.metallb.version < METALLB_NEW_PREFIX:
-        found += " It reads only metallb.universe.tf/ annotations (metallb.io/ from 0.14.9) [M6]."
+        found += " It reads only metallb.universe.tf/ annotations (metallb.io/ from 0.14.9)."
     if ctx.metallb.version < METALLB_READOPTS:
         return CheckResult(
             "metallb", WARNING,
             f"{found} Before 0.14 a restarted controller may not re-adopt the IPs in the"
-            " Services' status, which the rollback of freeze-metallb relies on [M6].",
+            " Services' status, which the rollback of freeze-metallb relies on.",
             "Upgrade MetalLB to 0.14 or newer before migrating, so a rollback keeps every IP.",
             obj=obj,
         )
@@ -73,7 +74,7 @@ def check_metallb_lb_class(ctx: Context) -> CheckResult:
     return CheckResult(
         "metallb-lb-class", WARNING,
         f"{found}; {len(classed)} Service(s) use it: {service_names(classed)}. Cilium LB-IPAM"
-        " ignores that class [C1.1], and a Service's class cannot be changed in place [M10].",
+        " ignores that class, and Kubernetes does not let a Service's class change in place.",
         "Recreate each of those Services without loadBalancerClass once it is pinned (the pin"
         " keeps its IP); the translation reports each as an ERROR until then.",
         obj=str(classed[0].ref), field="spec.loadBalancerClass",
@@ -114,7 +115,7 @@ def check_metallb_webhook(ctx: Context) -> CheckResult:
         "metallb-webhook", INFO,
         f"{describe(hook)} (failurePolicy {', '.join(policies) or 'Fail'}) validates metallb.io"
         " objects; with MetalLB's controller frozen (stage 2) it rejects their creation and"
-        " update [M8].",
+        " update (its controller serves the webhook).",
         "Nothing to do: rollback sets the webhooks' failurePolicy to Ignore while it restores"
         " MetalLB objects, and puts the configuration back exactly afterwards.",
         obj=describe(hook),
