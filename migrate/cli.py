@@ -10,7 +10,15 @@ from typing import Any
 
 import click
 
-from migrate.entry import EXIT_ERROR, error_lines, exit_code_for, internal_error_line
+from migrate.entry import (
+    EXIT_CHANGES_PENDING,
+    EXIT_CODE_HELP,
+    EXIT_ERROR,
+    EXIT_OK,
+    error_lines,
+    exit_code_for,
+    internal_error_line,
+)
 from migrate.errors import BlockedError, MigrateError, NothingToMigrateError, VerificationError
 
 
@@ -38,17 +46,14 @@ class MigrateGroup(click.Group):
             ctx.exit(EXIT_ERROR)
 
 
-@click.group(cls=MigrateGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=MigrateGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXIT_CODE_HELP)
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(package_name="migrate", prog_name="migrate")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """Move a bare-metal cluster from MetalLB to Cilium LB-IPAM and L2 announcements,
     keeping every Service IP.
-
-    \b
-    Exit codes: 0 success, 1 error, 2 usage error, 3 blocked by a check
-    (ERROR finding, stale plan, lock, preflight), 4 verification failed.
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
@@ -68,27 +73,28 @@ def _cluster_options(function: Any) -> Any:
     return function
 
 
+def _complete_stage(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of a stage name."""
+    from migrate.plan.model import STAGE_NAMES
+
+    return [name for name in STAGE_NAMES if name.startswith(incomplete)]
+
+
 def _kube(kubeconfig: str | None, kube_context: str | None) -> Any:
     from migrate.kube import Kube
 
     return Kube.from_kubeconfig(kubeconfig, kube_context)
 
 
-class _ConsoleReporter:
-    """Progress of apply and rollback on stderr."""
+def _reporter(quiet: bool) -> Any:
+    """The reporter of apply and rollback: steps and waits on stderr (nothing with --quiet)."""
+    from migrate.render import ProgressReporter
 
-    def __init__(self) -> None:
-        self._last: tuple[str, int, int] | None = None
+    return ProgressReporter(quiet=quiet)
 
-    def event(self, message: str) -> None:
-        click.echo(f"  {message}", err=True)
 
-    def progress(self, description: str, done: int, total: int) -> None:
-        if self._last != (description, done, total):
-            self._last = (description, done, total)
-            width = 30
-            filled = width * done // total if total else width
-            click.echo(f"    [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", err=True)
+_QUIET = click.option("-q", "--quiet", is_flag=True,
+                      help="Print only the outcome and errors: no steps, no progress.")
 
 
 @main.command()
@@ -332,7 +338,8 @@ def verify(
 @click.option("-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table",
               show_default=True)
 @click.option("--detailed-exitcode", is_flag=True,
-              help="Exit 0 when there is nothing to do, 2 when changes are pending (1 error).")
+              help=f"Exit {EXIT_OK} when there is nothing to do, {EXIT_CHANGES_PENDING} when"
+                   " changes are pending (not Terraform's 2: that is a usage error here).")
 @click.option("--cilium-version", metavar="X.Y", default=None,
               help="Target Cilium version (default: detected from the cluster, else newest).")
 @click.option("--metallb-namespace", metavar="NS", default=None)
@@ -375,22 +382,24 @@ def plan(from_paths: tuple[str, ...], kubeconfig: str | None, kube_context: str 
     if result.blocked:
         raise BlockedError("the plan has ERROR findings; fix them before applying")
     if detailed_exitcode:
-        sys.exit(2 if result.has_changes else 0)
+        sys.exit(EXIT_CHANGES_PENDING if result.has_changes else EXIT_OK)
 
 
 @main.command()
 @click.option("--plan", "plan_path", required=True, type=click.Path(exists=True),
               help="A plan saved by migrate plan --out.")
-@click.option("--stage", "stage", required=True, help="Stage name or number.")
+@click.option("--stage", "stage", required=True, shell_complete=_complete_stage,
+              help="Stage name or number.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Send every write with the server's dry run.")
 @click.option("--timeout-scale", type=float, default=1.0, show_default=True,
               help="Multiply every wait's timeout.")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Service patches in flight at once.")
+@_QUIET
 @_cluster_options
 def apply(plan_path: str, stage: str, yes: bool, dry_run: bool, timeout_scale: float,
-          concurrency: int, kubeconfig: str | None, kube_context: str | None,
+          concurrency: int, quiet: bool, kubeconfig: str | None, kube_context: str | None,
           state_namespace: str) -> None:
     """Carry out one stage of a saved plan, then check every Service kept its IPs."""
     from migrate.apply.executor import ApplyOptions, apply_stage
@@ -410,9 +419,10 @@ def apply(plan_path: str, stage: str, yes: bool, dry_run: bool, timeout_scale: f
     options = ApplyOptions(dry_run=dry_run, state_namespace=state_namespace,
                            waits=WaitOptions(timeout_scale=timeout_scale),
                            concurrency=concurrency)
-    click.echo(f"Stage {chosen.number}: {chosen.name}", err=True)
-    result = apply_stage(kube, loaded, chosen.name, options=options,
-                         reporter=_ConsoleReporter())
+    if not quiet:
+        click.echo(f"Stage {chosen.number}: {chosen.name}", err=True)
+    with _reporter(quiet) as reporter:
+        result = apply_stage(kube, loaded, chosen.name, options=options, reporter=reporter)
     messages = {
         "applied": f"Stage {result.stage} applied ({result.writes} write(s)); every Service"
                    " kept its IPs.",
@@ -428,13 +438,15 @@ def apply(plan_path: str, stage: str, yes: bool, dry_run: bool, timeout_scale: f
 @click.option("--plan", "plan_path", default=None, type=click.Path(exists=True),
               help="The plan the stages were applied with (default: the copy apply recorded"
                    " in the cluster).")
-@click.option("--to", "to_stage", default=None,
+@click.option("--to", "to_stage", default=None, shell_complete=_complete_stage,
               help="Undo the stages after this one (default: every stage).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Show what would be undone; change nothing.")
+@_QUIET
 @_cluster_options
 def rollback(plan_path: str | None, to_stage: str | None, yes: bool, dry_run: bool,
-             kubeconfig: str | None, kube_context: str | None, state_namespace: str) -> None:
+             quiet: bool, kubeconfig: str | None, kube_context: str | None,
+             state_namespace: str) -> None:
     """Undo applied stages from the recorded backups, newest first."""
     from migrate.apply.executor import ApplyOptions
     from migrate.apply.rollback import rollback as run_rollback
@@ -442,9 +454,11 @@ def rollback(plan_path: str | None, to_stage: str | None, yes: bool, dry_run: bo
 
     loaded = load_plan(plan_path) if plan_path else None
     kube = _kube(kubeconfig, kube_context)
-    preview = run_rollback(kube, loaded, to=to_stage,
-                           options=ApplyOptions(dry_run=True, state_namespace=state_namespace),
-                           reporter=_ConsoleReporter())
+    with _reporter(quiet) as reporter:
+        preview = run_rollback(kube, loaded, to=to_stage,
+                               options=ApplyOptions(dry_run=True,
+                                                    state_namespace=state_namespace),
+                               reporter=reporter)
     if not preview.undone:
         click.echo("Nothing to roll back.")
         return
@@ -455,9 +469,10 @@ def rollback(plan_path: str | None, to_stage: str | None, yes: bool, dry_run: bo
         if not sys.stdin.isatty():
             raise click.UsageError("not a terminal: confirm with --yes")
         click.confirm(f"Undo {', '.join(preview.undone)}?", abort=True, err=True)
-    result = run_rollback(kube, loaded, to=to_stage,
-                          options=ApplyOptions(state_namespace=state_namespace),
-                          reporter=_ConsoleReporter())
+    with _reporter(quiet) as reporter:
+        result = run_rollback(kube, loaded, to=to_stage,
+                              options=ApplyOptions(state_namespace=state_namespace),
+                              reporter=reporter)
     click.echo(f"Rolled back {', '.join(result.undone)}; every Service kept its IPs.")
 
 
