@@ -490,5 +490,43 @@ def status(kubeconfig: str | None, kube_context: str | None, state_namespace: st
     status_text(state, lock_holder(lease), state_namespace, sys.stdout)
 
 
+@main.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_QUIET
+@_cluster_options
+def unlock(yes: bool, quiet: bool, kubeconfig: str | None, kube_context: str | None,
+           state_namespace: str) -> None:
+    """Free the migration lock of a run that died (as terraform force-unlock).
+
+    Shows who holds the lock and until when, watches it for one and a half renew intervals,
+    refuses if its holder still renews it (the run is alive), and frees it after confirmation.
+    """
+    from migrate.apply.lock import await_no_renewal, free_lock, read_lock
+    from migrate.render import lock_lines
+
+    kube = _kube(kubeconfig, kube_context)
+    lock = read_lock(kube, state_namespace)
+    if lock is None:
+        click.echo(f"The migration lock in namespace {state_namespace} is free: nothing to"
+                   " unlock.")
+        return
+    if not yes and not sys.stdin.isatty():
+        raise click.UsageError("not a terminal: confirm with --yes")
+    for line in lock_lines(lock):
+        click.echo(line)
+    with _reporter(quiet) as reporter:
+        seen = await_no_renewal(kube, lock, reporter)
+    if seen is None:
+        click.echo("Its holder released the lock meanwhile: nothing to unlock.")
+        return
+    if not yes:
+        click.confirm(f"{seen.holder} has not renewed the lock for {seen.watch_seconds:.0f}s:"
+                      " free it?", abort=True, err=True)
+    free_lock(kube, seen)
+    click.echo(f"Freed the migration lock held by {seen.holder}. A stage it was running may be"
+               " part-way (see `migrate status`): `migrate apply` of that stage resumes it,"
+               " `migrate rollback` undoes it.")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -201,7 +201,30 @@ def status_text(state: Any, lock: Any, namespace: str, stream: IO[str]) -> None:
     if lock is None:
         console.print("Lock: free")
     else:
-        console.print(f"Lock: held by {escape(lock[0])} until {lock[1].isoformat()}")
+        console.print(f"Lock: held by {escape(lock[0])} until {lock[1].isoformat()} (if that"
+                      " run died, `migrate unlock` frees it)")
+
+
+def lock_lines(lock: Any, now: Any = None) -> list[str]:
+    """Who holds the migration lock, since and until when (``migrate unlock``)."""
+    import datetime as dt
+
+    from migrate.apply.lock import LOCK_NAME
+
+    now = now or dt.datetime.now(dt.UTC)
+
+    def moment(value: Any) -> str:
+        if value is None:
+            return "unknown"
+        seconds = int((value - now).total_seconds())
+        relative = f"in {seconds}s" if seconds > 0 else f"{-seconds}s ago"
+        return f"{value.strftime('%Y-%m-%d %H:%M:%S')} UTC ({relative})"
+
+    rows = [("held by", lock.holder), ("acquired", moment(lock.acquired)),
+            ("renewed", moment(lock.renewed)),
+            ("expired" if lock.expired(now) else "expires", moment(lock.expiry))]
+    return [f"Lock Lease {lock.namespace}/{LOCK_NAME}",
+            *(f"  {label + ':':<10}{value}" for label, value in rows)]
 
 
 # ---------------------------------------------------------------------------- preflight
