@@ -271,7 +271,7 @@ def verify(
     watch_seconds: float | None,
     output: str,
 ) -> None:
-    """Check the migration: API objects, ARP on the wire (invariant I2), a forced failover.
+    """Check the migration: API objects, ARP on the wire (one MAC per IP), a forced failover.
 
     \b
     With --plan: every Service has its plan IPs, no pool in conflict, LB-IPAM refuses no

@@ -28,6 +28,8 @@ from tests.user_text import COLLECTOR, internal_references
     ("a rule [M6 rule 3]", ["[M6 rule 3]"]),
     ("see ../shared/design.md §2", ["../shared/", "design.md"]),
     ("read reference/cilium.md", ["reference/cilium"]),
+    ("I1 violated (a Service IP changed)", ["I1 violated"]),
+    ("after: I1: no Service IP changed; ARP (invariant I2)", ["I1:", "invariant I2"]),
     ("cilium/cilium#48419, [bold]Stage 1[/], [M] and [C], 10.0.0.[1]", []),
 ])
 def test_the_pattern_tells_internal_references_from_ordinary_text(text: str,

@@ -26,6 +26,7 @@ INTERNAL_REFERENCE = re.compile(
     r"\[(?:M|C|R|T)\d+(?:\.\d+)*\b[^\]\n]*\]"  # a section tag: [M8], [C1.4], [M6 rule 3]
     r"|\.\./shared/|\bshared/reference/|\breference/(?:metallb|cilium|real-clusters|talos)"
     r"|\bdesign\.md\b"  # the notes themselves
+    r"|\binvariant I\d+\b|\bI\d+(?: violated|:)"  # the design's invariants by number
 )
 """A reference to the project's internal notes."""
 

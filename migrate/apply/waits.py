@@ -98,7 +98,7 @@ def check_i1(kube: Kube, plan: Plan) -> None:
     """Raise VerificationError when any Service's IPs differ from the plan's baseline."""
     problems = ip_violations(plan.expected_ips, service_ips(kube))
     if problems:
-        raise VerificationError("I1 violated (a Service IP changed): " + "; ".join(problems))
+        raise VerificationError("a Service IP changed: " + "; ".join(problems))
 
 
 def wait_until(check: Callable[[], tuple[bool, str, int, int]], description: str,
@@ -171,7 +171,7 @@ def ipam_check(kube: Kube, plan: Plan) -> Callable[[], tuple[bool, str, int, int
         problems = ip_violations(plan.expected_ips,
                                  {k: ingress_ips(v) for k, v in services.items()})
         if problems:
-            raise VerificationError("I1 violated (a Service IP changed): " + "; ".join(problems))
+            raise VerificationError("a Service IP changed: " + "; ".join(problems))
         for key in sorted(plan.expected_ips):
             cond = _condition(services[key], SATISFIED)
             if cond is not None and cond.get("status") == "False":

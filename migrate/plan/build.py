@@ -209,7 +209,7 @@ class _Builder:
             " rollback that wakes it gives back the same addresses.",
             actions=actions,
             checks_before=["every LoadBalancer Service has the IPs the plan saw"],
-            checks_after=["every Service carries its pins", "I1: no Service IP changed"],
+            checks_after=["every Service carries its pins", "no Service IP changed"],
         )
 
     def freeze(self) -> Stage:
@@ -236,7 +236,7 @@ class _Builder:
             " status. While it is stopped its webhooks refuse writes to metallb.io objects.",
             actions=actions,
             checks_before=["the pins of stage 1 are in place"],
-            checks_after=["MetalLB's controller runs no pod", "I1: no Service IP changed"],
+            checks_after=["MetalLB's controller runs no pod", "no Service IP changed"],
         )
 
     def handover(self) -> Stage:
@@ -303,7 +303,7 @@ class _Builder:
             checks_before=["MetalLB's controller is stopped", "every Service carries its pins"],
             checks_after=["every pool: cilium.io/IPsUsed reaches its pinned IPs; no Service has"
                           " IPAMRequestSatisfied False",
-                          "no pool has cilium.io/PoolConflict True", "I1: no Service IP changed"],
+                          "no pool has cilium.io/PoolConflict True", "no Service IP changed"],
         )
 
     def _advertisement_deletes(self, ads: Sequence[L2Advertisement]) -> list[Action]:
@@ -402,7 +402,7 @@ class _Builder:
             actions=actions,
             checks_before=["LB-IPAM holds every pinned IP"],
             checks_after=[f"a lease per announced Service of pool {pool}, held by an eligible"
-                          " node", "I1: no Service IP changed"],
+                          " node", "no Service IP changed"],
         )
 
     def cutover(self) -> Stage:
@@ -449,7 +449,7 @@ class _Builder:
             actions=actions,
             checks_before=["LB-IPAM holds every pinned IP"],
             checks_after=["a lease per announced Service, held by an eligible node",
-                          "I1: no Service IP changed"],
+                          "no Service IP changed"],
         )
 
     def decommission(self) -> Stage:
@@ -522,7 +522,7 @@ class _Builder:
             actions=actions,
             checks_before=["every announced Service has a Cilium lease"],
             checks_after=["no MetalLB pool or advertisement left (except BGP ones)",
-                          "I1: no Service IP changed"],
+                          "no Service IP changed"],
         )
 
 
