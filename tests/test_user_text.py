@@ -31,7 +31,8 @@ from tests.user_text import COLLECTOR, internal_references
     ("I1 violated (a Service IP changed)", ["I1 violated"]),
     ("after: I1: no Service IP changed; ARP (invariant I2)", ["I1:", "invariant I2"]),
     ("cilium/cilium#48419, [bold]Stage 1[/], [M] and [C], 10.0.0.[1]", []),
-])
+], ids=["tag", "tags", "tag-with-words", "notes-path", "reference-path", "invariant",
+        "invariants", "ordinary"])
 def test_the_pattern_tells_internal_references_from_ordinary_text(text: str,
                                                                   found: list[str]) -> None:
     assert internal_references(text) == found
