@@ -10,7 +10,15 @@ from typing import Any
 
 import click
 
-from migrate.entry import EXIT_ERROR, error_lines, exit_code_for, internal_error_line
+from migrate.entry import (
+    EXIT_CHANGES_PENDING,
+    EXIT_CODE_HELP,
+    EXIT_ERROR,
+    EXIT_OK,
+    error_lines,
+    exit_code_for,
+    internal_error_line,
+)
 from migrate.errors import BlockedError, MigrateError, NothingToMigrateError, VerificationError
 
 
@@ -38,17 +46,14 @@ class MigrateGroup(click.Group):
             ctx.exit(EXIT_ERROR)
 
 
-@click.group(cls=MigrateGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=MigrateGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXIT_CODE_HELP)
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(package_name="migrate", prog_name="migrate")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """Move a bare-metal cluster from MetalLB to Cilium LB-IPAM and L2 announcements,
     keeping every Service IP.
-
-    \b
-    Exit codes: 0 success, 1 error, 2 usage error, 3 blocked by a check
-    (ERROR finding, stale plan, lock, preflight), 4 verification failed.
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
@@ -76,27 +81,28 @@ def _cluster_options(function: Any) -> Any:
     return function
 
 
+def _complete_stage(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of a stage name."""
+    from migrate.plan.model import STAGE_NAMES
+
+    return [name for name in STAGE_NAMES if name.startswith(incomplete)]
+
+
 def _kube(kubeconfig: str | None, kube_context: str | None) -> Any:
     from migrate.kube import Kube
 
     return Kube.from_kubeconfig(kubeconfig, kube_context)
 
 
-class _ConsoleReporter:
-    """Progress of apply and rollback on stderr."""
+def _reporter(quiet: bool) -> Any:
+    """The reporter of apply and rollback: steps and waits on stderr (nothing with --quiet)."""
+    from migrate.render import ProgressReporter
 
-    def __init__(self) -> None:
-        self._last: tuple[str, int, int] | None = None
+    return ProgressReporter(quiet=quiet)
 
-    def event(self, message: str) -> None:
-        click.echo(f"  {message}", err=True)
 
-    def progress(self, description: str, done: int, total: int) -> None:
-        if self._last != (description, done, total):
-            self._last = (description, done, total)
-            width = 30
-            filled = width * done // total if total else width
-            click.echo(f"    [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", err=True)
+_QUIET = click.option("-q", "--quiet", is_flag=True,
+                      help="Print only the outcome and errors: no steps, no progress.")
 
 
 @main.command()
@@ -277,7 +283,7 @@ def verify(
     watch_seconds: float | None,
     output: str,
 ) -> None:
-    """Check the migration: API objects, ARP on the wire (invariant I2), a forced failover.
+    """Check the migration: API objects, ARP on the wire (one MAC per IP), a forced failover.
 
     \b
     With --plan: every Service has its plan IPs, no pool in conflict, LB-IPAM refuses no
@@ -344,7 +350,8 @@ def verify(
 @click.option("-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table",
               show_default=True)
 @click.option("--detailed-exitcode", is_flag=True,
-              help="Exit 0 when there is nothing to do, 2 when changes are pending (1 error).")
+              help=f"Exit {EXIT_OK} when there is nothing to do, {EXIT_CHANGES_PENDING} when"
+                   " changes are pending (not Terraform's 2: that is a usage error here).")
 @click.option("--cilium-version", metavar="X.Y", default=None,
               help="Target Cilium version, 1.15 to 1.20 (default: the version of the cluster's"
                    " Cilium agent, from its image; else 1.20, the newest known).")
@@ -389,13 +396,14 @@ def plan(from_paths: tuple[str, ...], kubeconfig: str | None, kube_context: str 
     if result.blocked:
         raise BlockedError("the plan has ERROR findings; fix them before applying")
     if detailed_exitcode:
-        sys.exit(2 if result.has_changes else 0)
+        sys.exit(EXIT_CHANGES_PENDING if result.has_changes else EXIT_OK)
 
 
 @main.command()
 @click.option("--plan", "plan_path", required=True, type=click.Path(exists=True),
               help="A plan saved by migrate plan --out.")
-@click.option("--stage", "stage", required=True, help="Stage name or number.")
+@click.option("--stage", "stage", required=True, shell_complete=_complete_stage,
+              help="Stage name or number.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Send every write with the server's dry run.")
 @click.option("--timeout-scale", type=float, default=1.0, show_default=True,
@@ -405,9 +413,10 @@ def plan(from_paths: tuple[str, ...], kubeconfig: str | None, kube_context: str 
 @click.option("--interface", "arp_interface", metavar="IF", default=None,
               help="At the L2 hand-over, also wait until nobody answers ARP for the IPs on IF"
                    " before Cilium starts (needs CAP_NET_RAW; nothing is sent elsewhere).")
+@_QUIET
 @_cluster_options
 def apply(plan_path: str, stage: str, yes: bool, dry_run: bool, timeout_scale: float,
-          concurrency: int, arp_interface: str | None, kubeconfig: str | None,
+          concurrency: int, arp_interface: str | None, quiet: bool, kubeconfig: str | None,
           kube_context: str | None, state_namespace: str) -> None:
     """Carry out one stage of a saved plan, then check every Service kept its IPs."""
     from migrate.apply.executor import ApplyOptions, apply_stage
@@ -427,9 +436,10 @@ def apply(plan_path: str, stage: str, yes: bool, dry_run: bool, timeout_scale: f
     options = ApplyOptions(dry_run=dry_run, state_namespace=state_namespace,
                            waits=WaitOptions(timeout_scale=timeout_scale),
                            concurrency=concurrency, arp_interface=arp_interface)
-    click.echo(f"Stage {chosen.number}: {chosen.name}", err=True)
-    result = apply_stage(kube, loaded, chosen.name, options=options,
-                         reporter=_ConsoleReporter())
+    if not quiet:
+        click.echo(f"Stage {chosen.number}: {chosen.name}", err=True)
+    with _reporter(quiet) as reporter:
+        result = apply_stage(kube, loaded, chosen.name, options=options, reporter=reporter)
     messages = {
         "applied": f"Stage {result.stage} applied ({result.writes} write(s)); every Service"
                    " kept its IPs.",
@@ -445,17 +455,18 @@ def apply(plan_path: str, stage: str, yes: bool, dry_run: bool, timeout_scale: f
 @click.option("--plan", "plan_path", default=None, type=click.Path(exists=True),
               help="The plan the stages were applied with (default: the copy apply recorded"
                    " in the cluster).")
-@click.option("--to", "to_stage", default=None,
+@click.option("--to", "to_stage", default=None, shell_complete=_complete_stage,
               help="Undo the stages after this one (default: every stage).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Show what would be undone; change nothing.")
 @click.option("--interface", "arp_interface", metavar="IF", default=None,
               help="Undoing the L2 hand-over, also wait until nobody answers ARP for the IPs on"
                    " IF before MetalLB's advertisements return (needs CAP_NET_RAW).")
+@_QUIET
 @_cluster_options
 def rollback(plan_path: str | None, to_stage: str | None, yes: bool, dry_run: bool,
-             arp_interface: str | None, kubeconfig: str | None, kube_context: str | None,
-             state_namespace: str) -> None:
+             arp_interface: str | None, quiet: bool, kubeconfig: str | None,
+             kube_context: str | None, state_namespace: str) -> None:
     """Undo applied stages from the recorded backups, newest first."""
     from migrate.apply.executor import ApplyOptions
     from migrate.apply.rollback import rollback as run_rollback
@@ -463,9 +474,11 @@ def rollback(plan_path: str | None, to_stage: str | None, yes: bool, dry_run: bo
 
     loaded = load_plan(plan_path) if plan_path else None
     kube = _kube(kubeconfig, kube_context)
-    preview = run_rollback(kube, loaded, to=to_stage,
-                           options=ApplyOptions(dry_run=True, state_namespace=state_namespace),
-                           reporter=_ConsoleReporter())
+    with _reporter(quiet) as reporter:
+        preview = run_rollback(kube, loaded, to=to_stage,
+                               options=ApplyOptions(dry_run=True,
+                                                    state_namespace=state_namespace),
+                               reporter=reporter)
     if not preview.undone:
         click.echo("Nothing to roll back.")
         return
@@ -476,10 +489,11 @@ def rollback(plan_path: str | None, to_stage: str | None, yes: bool, dry_run: bo
         if not sys.stdin.isatty():
             raise click.UsageError("not a terminal: confirm with --yes")
         click.confirm(f"Undo {', '.join(preview.undone)}?", abort=True, err=True)
-    result = run_rollback(kube, loaded, to=to_stage,
-                          options=ApplyOptions(state_namespace=state_namespace,
-                                               arp_interface=arp_interface),
-                          reporter=_ConsoleReporter())
+    with _reporter(quiet) as reporter:
+        result = run_rollback(kube, loaded, to=to_stage,
+                              options=ApplyOptions(state_namespace=state_namespace,
+                                                   arp_interface=arp_interface),
+                              reporter=reporter)
     click.echo(f"Rolled back {', '.join(result.undone)}; every Service kept its IPs.")
 
 
@@ -495,6 +509,44 @@ def status(kubeconfig: str | None, kube_context: str | None, state_namespace: st
     state = StateStore(kube, state_namespace).load()
     lease = kube.try_get("coordination.k8s.io/v1", "Lease", LOCK_NAME, state_namespace)
     status_text(state, lock_holder(lease), state_namespace, sys.stdout)
+
+
+@main.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_QUIET
+@_cluster_options
+def unlock(yes: bool, quiet: bool, kubeconfig: str | None, kube_context: str | None,
+           state_namespace: str) -> None:
+    """Free the migration lock of a run that died (as terraform force-unlock).
+
+    Shows who holds the lock and until when, watches it for one and a half renew intervals,
+    refuses if its holder still renews it (the run is alive), and frees it after confirmation.
+    """
+    from migrate.apply.lock import await_no_renewal, free_lock, read_lock
+    from migrate.render import lock_lines
+
+    kube = _kube(kubeconfig, kube_context)
+    lock = read_lock(kube, state_namespace)
+    if lock is None:
+        click.echo(f"The migration lock in namespace {state_namespace} is free: nothing to"
+                   " unlock.")
+        return
+    if not yes and not sys.stdin.isatty():
+        raise click.UsageError("not a terminal: confirm with --yes")
+    for line in lock_lines(lock):
+        click.echo(line)
+    with _reporter(quiet) as reporter:
+        seen = await_no_renewal(kube, lock, reporter)
+    if seen is None:
+        click.echo("Its holder released the lock meanwhile: nothing to unlock.")
+        return
+    if not yes:
+        click.confirm(f"{seen.holder} has not renewed the lock for {seen.watch_seconds:.0f}s:"
+                      " free it?", abort=True, err=True)
+    free_lock(kube, seen)
+    click.echo(f"Freed the migration lock held by {seen.holder}. A stage it was running may be"
+               " part-way (see `migrate status`): `migrate apply` of that stage resumes it,"
+               " `migrate rollback` undoes it.")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ The exit codes and the one-line error report live here so that both share them.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -28,9 +29,17 @@ from migrate.errors import (
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # click's own code for a usage error
 EXIT_BLOCKED = 3
 EXIT_VERIFY_FAILED = 4
+EXIT_CHANGES_PENDING = 5
+"""``plan --detailed-exitcode``: changes are pending. Terraform says so with 2, which click
+already gives usage errors: a script must tell a typo from a pending change."""
+
+EXIT_CODE_HELP = ("Exit codes: 0 success, 1 error, 2 usage error, 3 blocked by a check (ERROR"
+                  " finding, stale plan, lock, preflight), 4 verification failed, 5 changes"
+                  " pending (plan --detailed-exitcode).")
+"""The exit-code table in one sentence, for ``--help``."""
 
 _EXIT_CODES: dict[type[MigrateError], int] = {
     BlockedError: EXIT_BLOCKED,
@@ -40,6 +49,10 @@ _EXIT_CODES: dict[type[MigrateError], int] = {
     ClusterError: EXIT_ERROR,
     CapabilityError: EXIT_ERROR,
 }
+
+
+COMPLETE_VAR = "_MIGRATE_COMPLETE"
+"""The environment variable click's shell completion reads (its name follows the program's)."""
 
 
 def exit_code_for(error: MigrateError) -> int:
@@ -156,9 +169,12 @@ def run_arp_check(check: ArpCheck) -> int:
 def main(args: Sequence[str] | None = None) -> int:
     """Run ``migrate`` with ``args`` (default: ``sys.argv[1:]``); returns the exit code."""
     arguments = list(sys.argv[1:] if args is None else args)
-    check = parse_arp_check(arguments)
+    # Shell completion (``_MIGRATE_COMPLETE=bash_source migrate``, then every Tab) is click's.
+    completing = COMPLETE_VAR in os.environ
+    check = None if completing else parse_arp_check(arguments)
     if check is not None:
         return run_arp_check(check)
     from migrate.cli import main as cli
 
-    return int(cli.main(args=arguments, prog_name="migrate", standalone_mode=True) or 0)
+    return int(cli.main(args=arguments, prog_name="migrate", complete_var=COMPLETE_VAR,
+                        standalone_mode=True) or 0)

@@ -203,7 +203,30 @@ def status_text(state: Any, lock: Any, namespace: str, stream: IO[str]) -> None:
     if lock is None:
         console.print("Lock: free")
     else:
-        console.print(f"Lock: held by {escape(lock[0])} until {lock[1].isoformat()}")
+        console.print(f"Lock: held by {escape(lock[0])} until {lock[1].isoformat()} (if that"
+                      " run died, `migrate unlock` frees it)")
+
+
+def lock_lines(lock: Any, now: Any = None) -> list[str]:
+    """Who holds the migration lock, since and until when (``migrate unlock``)."""
+    import datetime as dt
+
+    from migrate.apply.lock import LOCK_NAME
+
+    now = now or dt.datetime.now(dt.UTC)
+
+    def moment(value: Any) -> str:
+        if value is None:
+            return "unknown"
+        seconds = int((value - now).total_seconds())
+        relative = f"in {seconds}s" if seconds > 0 else f"{-seconds}s ago"
+        return f"{value.strftime('%Y-%m-%d %H:%M:%S')} UTC ({relative})"
+
+    rows = [("held by", lock.holder), ("acquired", moment(lock.acquired)),
+            ("renewed", moment(lock.renewed)),
+            ("expired" if lock.expired(now) else "expires", moment(lock.expiry))]
+    return [f"Lock Lease {lock.namespace}/{LOCK_NAME}",
+            *(f"  {label + ':':<10}{value}" for label, value in rows)]
 
 
 # ---------------------------------------------------------------------------- preflight
@@ -391,3 +414,147 @@ def watch_summary(report: Any) -> str:
                      f" silence {history.longest_silence:.2f}s; rounds with two MACs:"
                      f" {history.conflict_rounds}")
     return "".join(f"{line}\n" for line in lines)
+
+
+# ---------------------------------------------------------------------------- progress
+
+class ProgressReporter:
+    """What ``apply`` and ``rollback`` (any user of the engine's ``Reporter``) do and await,
+    on stderr.
+
+    Events are lines. A wait is a rich progress display on a terminal (state, what is awaited,
+    a bar, done/total, elapsed time), and plain lines elsewhere (a log, a CI job): one when it
+    starts, one per change of the count, one when it ends, each naming what is awaited.
+    ``quiet`` shows nothing. Colours follow rich, which honours ``NO_COLOR`` and
+    ``TERM=dumb`` (a dumb terminal gets the plain lines). Use it as a context manager, so that
+    a wait cut short by an error leaves the terminal clean.
+    """
+
+    def __init__(self, console: Any = None, *, quiet: bool = False,
+                 clock: Any = None, auto_refresh: bool = True) -> None:
+        import time
+
+        from rich.console import Console
+
+        self.console = console if console is not None else Console(stderr=True,
+                                                                   highlight=False)
+        self.quiet = quiet
+        self.live = bool(self.console.is_terminal and not self.console.is_dumb_terminal)
+        self._clock = clock if clock is not None else time.monotonic
+        self._auto_refresh = auto_refresh
+        self._progress: Any = None
+        self._task: Any = None
+        self._wait: tuple[str, int, int] | None = None  # description, done, total
+        self._started = 0.0
+
+    def __enter__(self) -> ProgressReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def event(self, message: str) -> None:
+        """One line, above a running progress display."""
+        if not self.quiet:
+            self.console.print(f"  {message}", markup=False, highlight=False,
+                               overflow="ignore", crop=False)
+
+    def progress(self, description: str, done: int, total: int) -> None:
+        """Start or advance the wait ``description``."""
+        if self.quiet:
+            return
+        if self._wait is None or self._wait[0] != description:
+            self.close()
+            self._started = self._clock()
+            self._wait = (description, done, total)
+            if self.live:
+                self._start_display(description, done, total)
+            else:
+                self._plain(f"{done}/{total}")
+            return
+        changed = self._wait[1:] != (done, total)
+        self._wait = (description, done, total)
+        if self.live:
+            self._progress.update(self._task, completed=done, total=total)
+            self._progress.refresh()
+        elif changed:
+            self._plain(f"{done}/{total} ({self._elapsed():.1f}s)")
+
+    def finished(self, description: str, ok: bool) -> None:
+        """End the wait: a tick or a cross on a terminal, a last line elsewhere."""
+        if self.quiet or self._wait is None or self._wait[0] != description:
+            return
+        _, done, total = self._wait
+        if self.live:
+            self._progress.update(self._task, state="done" if ok else "failed",
+                                  ended=self._clock())
+            self._progress.refresh()
+        else:
+            outcome = "done in" if ok else "gave up after"
+            self._plain(f"{done}/{total}, {outcome} {self._elapsed():.1f}s")
+        self.close()
+
+    def close(self) -> None:
+        """Stop a progress display that is still running (its last state stays on screen)."""
+        if self._progress is not None:
+            self._progress.stop()
+        self._progress = self._task = self._wait = None
+
+    def _elapsed(self) -> float:
+        return float(self._clock() - self._started)
+
+    def _plain(self, text: str) -> None:
+        assert self._wait is not None
+        self.console.print(f"  wait: {self._wait[0]}: {text}", markup=False, highlight=False,
+                           overflow="ignore", crop=False)
+
+    def _start_display(self, description: str, done: int, total: int) -> None:
+        from rich.progress import Progress
+
+        self._progress = Progress(
+            *_wait_columns(self._clock), console=self.console, auto_refresh=self._auto_refresh,
+            transient=False, redirect_stdout=False, redirect_stderr=False, get_time=self._clock,
+        )
+        self._task = self._progress.add_task(description, total=total, completed=done,
+                                             state="waiting", began=self._started, ended=None)
+        self._progress.start()
+        self._progress.refresh()
+
+
+def _wait_columns(clock: Any) -> list[Any]:
+    """The columns of a wait: state, what is awaited, bar, done/total, elapsed.
+
+    Defined here, not at module level, so that importing this module does not import rich.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn
+    from rich.spinner import Spinner
+    from rich.text import Text
+
+    class WaitState(ProgressColumn):
+        """A spinner while waiting, then a green tick or a red cross."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.spinner = Spinner("dots", style="cyan")
+
+        def render(self, task: Any) -> Any:
+            state = task.fields.get("state")
+            if state == "done":
+                return Text("✓", style="green")
+            if state == "failed":
+                return Text("✗", style="bold red")
+            return self.spinner.render(task.get_time())
+
+    class WaitElapsed(ProgressColumn):
+        """Time since the wait began, frozen when it ends (``m:ss``, then ``h:mm:ss``)."""
+
+        def render(self, task: Any) -> Any:
+            end = task.fields.get("ended")
+            seconds = int((end if end is not None else clock()) - task.fields["began"])
+            minutes, second = divmod(seconds, 60)
+            hours, minute = divmod(minutes, 60)
+            shown = f"{hours}:{minute:02d}:{second:02d}" if hours else f"{minute}:{second:02d}"
+            return Text(shown, style="yellow")
+
+    return [WaitState(), TextColumn("{task.description}", markup=False),
+            BarColumn(bar_width=30, finished_style="green"), MofNCompleteColumn(), WaitElapsed()]

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Fails the session when a text the suite shows a user cites the project's internal notes.
+from tests.user_text import _user_texts_carry_no_internal_references  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO / "testdata"
 SHARED = Path(os.environ.get("MIGRATE_SHARED") or REPO.parent / "shared")

@@ -261,7 +261,7 @@ def stopped_half_way(stage: str) -> str:
             " from the backup taken before its first write.")
     if stage == "ipam-handover":
         text += (" Cilium's operator may be left stopped on purpose: started with only some of"
-                 " the pools, LB-IPAM would strip the IPs the missing pools cover [C1.4].")
+                 " the pools, LB-IPAM would strip the IPs the missing pools cover.")
     return text
 
 

@@ -27,24 +27,38 @@ USED = "cilium.io/IPsUsed"
 
 
 class Reporter(Protocol):
-    """Receives progress; the CLI renders it, tests record it."""
+    """Receives what the engine does and awaits; the CLI renders it, tests record it.
 
-    def event(self, message: str) -> None: ...
+    A wait is reported as ``progress`` calls with one ``description`` (the first call starts
+    it; then one per look, with how many of ``total`` things are there), then ``finished``
+    once, ``ok`` False when it failed or timed out. Waits do not nest.
+    """
 
-    def progress(self, description: str, done: int, total: int) -> None: ...
+    def event(self, message: str) -> None:
+        """Something was done (a write, a step)."""
+
+    def progress(self, description: str, done: int, total: int) -> None:
+        """A wait's state: ``done`` of ``total`` are there."""
+
+    def finished(self, description: str, ok: bool) -> None:
+        """The wait ``description`` is over (``ok``: what it awaited came)."""
 
 
 class SilentReporter:
-    """A reporter that keeps the messages (for tests and library use)."""
+    """A reporter that keeps the messages and the waits (for tests and library use)."""
 
     def __init__(self) -> None:
         self.messages: list[str] = []
+        self.waits: list[tuple[str, bool]] = []
 
     def event(self, message: str) -> None:
         self.messages.append(message)
 
     def progress(self, description: str, done: int, total: int) -> None:
         return None
+
+    def finished(self, description: str, ok: bool) -> None:
+        self.waits.append((description, ok))
 
 
 @dataclass
@@ -86,25 +100,30 @@ def check_i1(kube: Kube, plan: Plan) -> None:
     """Raise VerificationError when any Service's IPs differ from the plan's baseline."""
     problems = ip_violations(plan.expected_ips, service_ips(kube))
     if problems:
-        raise VerificationError("I1 violated (a Service IP changed): " + "; ".join(problems))
+        raise VerificationError("a Service IP changed: " + "; ".join(problems))
 
 
 def wait_until(check: Callable[[], tuple[bool, str, int, int]], description: str,
                timeout: float, options: WaitOptions, reporter: Reporter) -> None:
-    """Poll ``check`` (done, detail, done_count, total) until done or the timeout."""
+    """Poll ``check`` (done, detail, done_count, total) until done or the timeout, reporting
+    each look to ``reporter`` and the end (``finished``) however it ends."""
     deadline = options.clock() + timeout * options.timeout_scale
-    reporter.event(f"waiting: {description}")
-    while True:
-        done, detail, count, total = check()
-        reporter.progress(description, count, total)
-        if done:
-            return
-        if options.clock() >= deadline:
-            raise ClusterError(
-                f"timed out after {timeout * options.timeout_scale:.0f}s waiting until"
-                f" {description}: {detail}"
-            )
-        options.sleep(options.poll)
+    ok = False
+    try:
+        while True:
+            done, detail, count, total = check()
+            reporter.progress(description, count, total)
+            if done:
+                ok = True
+                return
+            if options.clock() >= deadline:
+                raise ClusterError(
+                    f"timed out after {timeout * options.timeout_scale:.0f}s waiting until"
+                    f" {description}: {detail}"
+                )
+            options.sleep(options.poll)
+    finally:
+        reporter.finished(description, ok)
 
 
 def selector_text(selector: Mapping[str, Any] | None) -> str | None:
@@ -234,7 +253,7 @@ def ipam_check(kube: Kube, plan: Plan) -> Callable[[], tuple[bool, str, int, int
         problems = ip_violations(plan.expected_ips,
                                  {k: ingress_ips(v) for k, v in services.items()})
         if problems:
-            raise VerificationError("I1 violated (a Service IP changed): " + "; ".join(problems))
+            raise VerificationError("a Service IP changed: " + "; ".join(problems))
         for key in sorted(plan.expected_ips):
             cond = _condition(services[key], SATISFIED)
             if cond is not None and cond.get("status") == "False":

@@ -298,7 +298,7 @@ class _Builder:
             " addresses.",
             actions=actions,
             checks_before=["every LoadBalancer Service has the IPs the plan saw"],
-            checks_after=["every Service carries its pins", "I1: no Service IP changed"],
+            checks_after=["every Service carries its pins", "no Service IP changed"],
         )
 
     def _pin_keys_text(self) -> str:
@@ -379,7 +379,7 @@ class _Builder:
             " status. While it is stopped its webhooks refuse writes to metallb.io objects.",
             actions=actions,
             checks_before=["the pins of stage 1 are in place"],
-            checks_after=["MetalLB's controller runs no pod", "I1: no Service IP changed"],
+            checks_after=["MetalLB's controller runs no pod", "no Service IP changed"],
         )
 
     def handover(self) -> Stage:
@@ -441,12 +441,13 @@ class _Builder:
             3, "ipam-handover", "Create every Cilium pool at once",
             "LB-IPAM strips any IP not covered by a matching pool at the moment it looks, and it"
             " looks at every Service as soon as the first pool exists; stopping its operator,"
-            " creating all pools, and starting it again is the only atomic way [C1.4].",
+            " creating all pools, and starting it again is the only atomic way (cilium/cilium"
+            " operator/pkg/lbipam/lbipam.go).",
             actions=actions,
             checks_before=["MetalLB's controller is stopped", "every Service carries its pins"],
             checks_after=["every pool: cilium.io/IPsUsed reaches its pinned IPs; no Service has"
                           " IPAMRequestSatisfied False",
-                          "no pool has cilium.io/PoolConflict True", "I1: no Service IP changed"],
+                          "no pool has cilium.io/PoolConflict True", "no Service IP changed"],
         )
 
     def startup_race(self, pools: Sequence[Obj]) -> None:
@@ -640,7 +641,7 @@ class _Builder:
             actions=actions,
             checks_before=["LB-IPAM holds every pinned IP"],
             checks_after=[f"a lease per announced Service of pool {pool}, held by an eligible"
-                          " node", "I1: no Service IP changed"],
+                          " node", "no Service IP changed"],
         )
 
     def cutover(self) -> Stage:
@@ -696,7 +697,7 @@ class _Builder:
             actions=actions,
             checks_before=["LB-IPAM holds every pinned IP"],
             checks_after=["a lease per announced Service, held by an eligible node",
-                          "I1: no Service IP changed"],
+                          "no Service IP changed"],
         )
 
     def decommission(self) -> Stage:
@@ -763,12 +764,13 @@ class _Builder:
         return Stage(
             5, "decommission", "Remove what is left of MetalLB",
             "MetalLB's pools are deleted while its controller is still stopped: a running"
-            " controller would clear every IP when its pools vanish [M2]. Its annotations are"
+            " controller would clear every IP when its pools vanish (metallb/metallb"
+            " controller/service.go). Its annotations are"
             " removed from the Services. Then uninstall the release by hand.",
             actions=actions,
             checks_before=["every announced Service has a Cilium lease"],
             checks_after=["no MetalLB pool or advertisement left (except BGP ones)",
-                          "I1: no Service IP changed"],
+                          "no Service IP changed"],
         )
 
 

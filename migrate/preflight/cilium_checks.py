@@ -128,7 +128,8 @@ def check_kube_proxy_replacement(ctx: Context) -> CheckResult:
         values.update(TALOS_API_SERVER)  # Talos' local API-server proxy [talos-cilium-l2.md]
     return helm_result(
         "kube-proxy-replacement", ERROR, found,
-        "L2 announcements need kube-proxy replacement: set kubeProxyReplacement (Helm"
+        "L2 announcements need kube-proxy replacement (a prerequisite in Cilium's L2"
+        " announcements guide): set kubeProxyReplacement (Helm"
         " values below), restart Cilium, then remove kube-proxy.", values, ctx, field,
     )
 
@@ -667,7 +668,7 @@ def check_shared_ip_protocols(ctx: Context) -> CheckResult:
             field=field)
     return helm_result(
         name, ERROR, f"Shared IPs use one port number on two protocols: {listed}, and"
-        " bpf-lb-proto-diff is 'false': LB-IPAM would give one of the sharers another IP"
-        ".", "Turn protocol differentiation back on (Helm values below) and restart"
+        " bpf-lb-proto-diff is 'false': LB-IPAM would give one of the sharers another IP.",
+        "Turn protocol differentiation back on (Helm values below) and restart"
         " Cilium.", {"loadBalancer": {"protocolDifferentiation": {"enabled": True}}}, ctx, field,
     )

@@ -67,7 +67,7 @@ def check_metallb_lb_class(ctx: Context) -> CheckResult:
     return CheckResult(
         "metallb-lb-class", WARNING,
         f"{found}; {len(classed)} Service(s) use it: {service_names(classed)}. Cilium LB-IPAM"
-        " ignores that class, and a Service's class cannot be changed in place.",
+        " ignores that class, and Kubernetes does not let a Service's class change in place.",
         "Recreate each of those Services without loadBalancerClass once it is pinned (the pin"
         " keeps its IP); the translation reports each as an ERROR until then.",
         obj=str(classed[0].ref), field="spec.loadBalancerClass",
@@ -108,7 +108,7 @@ def check_metallb_webhook(ctx: Context) -> CheckResult:
         "metallb-webhook", INFO,
         f"{describe(hook)} (failurePolicy {', '.join(policies) or 'Fail'}) validates metallb.io"
         " objects; with MetalLB's controller frozen (stage 2) it rejects their creation and"
-        " update.",
+        " update (its controller serves the webhook).",
         "Nothing to do: rollback sets the webhooks' failurePolicy to Ignore while it restores"
         " MetalLB objects, and puts the configuration back exactly afterwards.",
         obj=describe(hook),
