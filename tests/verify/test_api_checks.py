@@ -202,6 +202,7 @@ def test_after_cutover_a_missing_or_misplaced_lease_and_a_left_advertisement_fai
     cluster.kube.create({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
                          "metadata": {"name": "again", "namespace": plan.metallb_namespace},
                          "spec": {}})
+    cluster.settle()
     report = verify_api(cluster.kube, plan)
     failed = {(c.name, c.subject): c.detail for c in report.failures}
     # The advertisement left behind makes MetalLB's speakers announce again (their
