@@ -83,8 +83,9 @@ def summary_line(translation: Translation) -> str:
     counts = {s: 0 for s in Severity}
     for finding in translation.findings:
         counts[finding.severity] += 1
+    bgp = f" {len(translation.bgp.objects())} BGP object(s)," if translation.bgp else ""
     return (
-        f"{len(translation.pools)} pool(s), {len(translation.policies)} L2 policy(ies),"
+        f"{len(translation.pools)} pool(s), {len(translation.policies)} L2 policy(ies),{bgp}"
         f" {len(translation.pins)} Service(s) pinned for Cilium {translation.cilium.minor};"
         f" {counts[Severity.ERROR]} error(s), {counts[Severity.WARNING]} warning(s),"
         f" {counts[Severity.INFO]} note(s)"
