@@ -39,13 +39,16 @@ def convert_yaml(snapshot: ClusterSnapshot, translation: Translation) -> str:
 
 
 def convert_json(snapshot: ClusterSnapshot, translation: Translation) -> str:
-    """JSON for ``migrate convert -o json``: items, pins and findings."""
-    payload = {
+    """JSON for ``migrate convert -o json``: items, pins, findings (and ``bgp``: the node sets,
+    peers, Services and Secrets of the BGP translation)."""
+    payload: dict[str, Any] = {
         "ciliumVersion": translation.cilium.minor,
         "items": convert_documents(snapshot, translation),
         "pins": [pin.to_dict() for pin in translation.pins],
         "findings": [finding.to_dict() for finding in translation.findings],
     }
+    if translation.bgp:
+        payload["bgp"] = translation.bgp.to_dict()
     return json.dumps(payload, indent=2) + "\n"
 
 

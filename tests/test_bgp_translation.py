@@ -398,3 +398,68 @@ def test_legacy_peer_fields_are_carried_like_configmaptocrs() -> None:
     assert profile.spec == {"receiveInterval": 100, "transmitInterval": 100,
                             "detectMultiplier": 5}
 
+
+
+@pytest.mark.parametrize("case", ["bgp-peer-limits", "bgp-legacy-peers", "bgp-passwords",
+                                  "bgp-v1beta1-v1beta2"])
+def test_live_cluster_translates_like_its_files(case: str, tmp_path: Path) -> None:
+    """Read back from the lab's API server (v1beta1 peers converted to v1beta2, the legacy
+    ConfigMap as a ConfigMap), the BGP objects are the same."""
+    from migrate.kube import Kube
+    from migrate.lab.server import LabServer
+    from migrate.lab.store import Clock, Store
+    from migrate.sources.live import read_live
+
+    path = CONVERT / case / "input.yaml"
+    store, skipped = Store.from_snapshot([path], Clock.real())
+    assert not skipped
+    server = LabServer(store).start()
+    kube = Kube.from_kubeconfig(str(server.write_kubeconfig(tmp_path / "kubeconfig")))
+    try:
+        live = translate(read_live(kube))
+    finally:
+        kube.close()
+        server.stop()
+    assert _bgp(live).objects() == _bgp(translate(read_snapshot([str(path)]))).objects()
+
+
+def test_too_many_node_sets_fall_back_to_one_config_per_selector() -> None:
+    peers = [_peer(f"p{i}", [{"matchLabels": {f"key{i}": "yes"}}]) for i in range(6)]
+    translation = translate(build_snapshot(_docs(POOL, _ad("routed"), *peers)))
+    finding = next(f for f in translation.findings if f.code == "bgp-node-selectors-overlap")
+    assert "more than 32 ways" in finding.message
+    configs = _bgp(translation).cluster_configs
+    assert len(configs) == 6
+    assert [c["spec"]["bgpInstances"][0]["peers"][0]["name"] for c in configs] == [
+        f"p{i}" for i in range(6)]
+
+
+def test_one_router_twice_on_one_node_is_a_warning() -> None:
+    docs = _docs(POOL, _ad("routed"), _peer("a", peerAddress="10.0.0.1"),
+                 _peer("b", peerAddress="10.0.0.1", peerPort=1179))
+    translation = translate(build_snapshot(docs))
+    finding = next(f for f in translation.findings if f.code == "bgp-duplicate-peer-address")
+    assert finding.obj == "BGPPeer metallb-system/b" and "one session per neighbour" in (
+        finding.message)
+
+
+def test_plan_mode_warns_for_every_bgp_pool_also_announced_over_l2() -> None:
+    l2 = {"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+          "metadata": {"name": "all", "namespace": "metallb-system"}}
+    translation = translate(build_snapshot(_docs(POOL, l2, _ad("routed"), _peer("r"))),
+                            bgp=False)
+    assert translation.bgp is None
+    assert [(f.code, f.obj) for f in translation.findings if f.code.startswith("bgp")] == [
+        ("bgp-left-to-metallb", "IPAddressPool metallb-system/routed")]
+
+
+def test_convert_json_says_what_the_handover_needs() -> None:
+    result = run_cli("convert", "-f", str(CONVERT / "bgp-peer-limits" / "input.yaml"),
+                     "-o", "json")
+    bgp = json.loads(result.stdout)["bgp"]
+    assert bgp["handoverLabel"] == {"lbmigrate.io/bgp-speaker": "cilium"}
+    node_b1 = next(s for s in bgp["nodeSets"] if s["nodes"] == ["node-b1"])
+    assert node_b1["peerConfigs"] == {"tor-b": "tor-b", "upstream": "upstream-1"}
+    service = next(s for s in bgp["services"] if s["key"] == "web/partner-api")
+    assert service["externalTrafficPolicy"] == "Local" and service["nodes"] == [
+        "node-a2", "node-b1"]

@@ -177,8 +177,8 @@ def peer_view(peer: BGPPeer) -> PeerView:
     multihop = _bool(ref, v2.get("ebgpMultiHop"), "spec.ebgpMultiHop", False)
     if multihop and peer_asn and peer_asn == my_asn:
         raise _fail(ref, "spec.ebgpMultiHop", "is set for an iBGP peer (MetalLB refuses it)")
-    low_port = 0 if version == "v1beta1" else 1
-    port = _int(ref, v2.get("peerPort"), "spec.peerPort", low_port, 16384) or None
+    # 0 is unset (179): v1beta1 allows it, and its conversion to v1beta2 carries it over.
+    port = _int(ref, v2.get("peerPort"), "spec.peerPort", 0, 16384) or None
     hold, keepalive = _timers(ref, v2)
     connect = _duration(ref, v2.get("connectTime"), "spec.connectTime")
     if connect is not None and (not 1 <= connect <= 65535 or connect != int(connect)):

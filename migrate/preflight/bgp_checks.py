@@ -95,7 +95,7 @@ def check_bgp_peers(ctx: Context) -> CheckResult:
         members = [p for p in peers if p.name in node_set.peers]
         seen: dict[str, str] = {}
         for peer in members:
-            key = f"{peer.address}:{peer.port or 179}"
+            key = str(peer.address)  # GoBGP keys a neighbour by address, whatever the port
             if key in seen and seen[key] != peer.name:
                 problems.append(
                     f"{seen[key]} and {peer.name} both peer with {key} from the nodes of"

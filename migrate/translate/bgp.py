@@ -23,6 +23,7 @@ which ClusterConfig, which Services each node set advertises, and which are
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -55,14 +56,11 @@ from migrate.translate.translator import (
     selection_labels,
 )
 
-KINDS = ("CiliumBGPAdvertisement", "CiliumBGPPeerConfig", "CiliumBGPNodeConfigOverride",
-         "CiliumBGPClusterConfig")
-"""The kinds written, in the order they are to be applied: the ClusterConfigs last, so that
-every object they refer to exists when Cilium's operator builds the nodes' configuration."""
 ALL_SERVICES = {"matchExpressions": [{"key": "io.kubernetes.service.name",
                                       "operator": "Exists"}]}
-"""Every Service: Cilium reads an unset advertisement selector as none, and matches the
-``io.kubernetes.service.name`` pseudo-label of every Service (bgp-control-plane-v2.rst)."""
+"""Every Service: Cilium reads an unset advertisement selector as none, and its BGP service
+reconciler adds the ``io.kubernetes.service.name`` pseudo-label to every Service's labels
+before matching (serviceLabelSet; bgp-control-plane-v2.rst)."""
 MAX_INSTANCES = 16  # CiliumBGPClusterConfig spec.bgpInstances maxItems
 _FIELD = "<the note's field>"
 
@@ -100,6 +98,17 @@ def label_value(name: str) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[:54].rstrip('-.')}-{digest}"
+
+
+def _json(record: Any) -> Any:
+    """A record as JSON: its fields in camelCase, as Kubernetes writes them (values as-is)."""
+    if not dataclasses.is_dataclass(record) or isinstance(record, type):
+        return record
+    return {
+        "".join(w.capitalize() if i else w for i, w in enumerate(f.name.split("_"))):
+            _json(getattr(record, f.name))
+        for f in dataclasses.fields(record)
+    }
 
 
 @dataclass(frozen=True)
@@ -185,6 +194,18 @@ class BGPTranslation:
         return [*self.advertisements, *self.peer_configs, *self.node_overrides,
                 *self.cluster_configs]
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form of what the hand-over needs (the objects themselves aside)."""
+        return {
+            "apiVersion": self.api_version,
+            "handoverLabel": {self.handover_label: self.handover_value},
+            "nodeSets": [_json(s) for s in self.node_sets],
+            "peers": [_json(p) for p in self.peers],
+            "pools": {pool: list(names) for pool, names in self.pools.items()},
+            "services": [_json(s) for s in self.services],
+            "secrets": [_json(s) for s in self.secrets],
+        }
+
     def node_set_of(self, labels: Mapping[str, str]) -> BGPNodeSet | None:
         """The node set (ClusterConfig) a node with these CiliumNode labels falls in once it
         carries the hand-over label; None when no ClusterConfig selects it."""
@@ -219,6 +240,16 @@ class _Advert:
     value: str
     """Its label value."""
     indices: set[int] = field(default_factory=set)
+
+
+_Laid = tuple[Term, list[_Peer], dict[str, tuple[str, ...]]]
+"""A node set being laid out: its term, the peers its nodes peer with, and per peer the
+advertisements they send it."""
+
+
+def _plaintext_secret(view: views.PeerView) -> str:
+    """The Secret a plain-text password must go into for Cilium (the user creates it)."""
+    return f"bgp-password-{view.name}"[:253]
 
 
 class _BGPTranslator:
@@ -387,7 +418,7 @@ class _BGPTranslator:
                 " session.", origin)
             return secret
         if view.has_password:
-            name = f"bgp-password-{view.name}"[:253]
+            name = _plaintext_secret(view)
             self.finding(
                 Severity.WARNING, "bgp-password-plaintext", ref, "spec.password",
                 "has its TCP MD5 password in plain text; Cilium reads a password only from a"
@@ -420,7 +451,7 @@ class _BGPTranslator:
         if view.password_secret is not None:
             spec["authSecretRef"] = view.password_secret.name
         elif view.has_password:
-            spec["authSecretRef"] = f"bgp-password-{view.name}"[:253]
+            spec["authSecretRef"] = _plaintext_secret(view)
         if view.graceful_restart:
             spec["gracefulRestart"] = {
                 "enabled": True,
@@ -575,7 +606,7 @@ class _BGPTranslator:
                 " select peers only with the peers of that one, and the advertisements meant"
                 " for it through the others are lost.", peers[0].view.ref.origin)
         exclude: Term = ((EXCLUDE_LB_LABEL, "DoesNotExist", ()),)
-        laid: list[tuple[Term, list[_Peer], dict[str, tuple[str, ...]]]] = []
+        laid: list[_Laid] = []
         nodes = sorted(self.snapshot.nodes, key=lambda n: n.name)
         unused = 0
         for node_set in sets:
@@ -644,7 +675,7 @@ class _BGPTranslator:
             ))
 
     def peer_configs(self, out: BGPTranslation, peers: list[_Peer], adverts: list[_Advert],
-                     laid: list[tuple[Term, list[_Peer], dict[str, tuple[str, ...]]]]) -> dict[
+                     laid: list[_Laid]) -> dict[
         tuple[str, tuple[str, ...]], str
     ]:
         values = {a.view.name: a.value for a in adverts}
@@ -704,17 +735,17 @@ class _BGPTranslator:
         for peer in members:
             grouped.setdefault(instances[peer.view.name], []).append(peer)
         bgp_instances: list[dict[str, Any]] = []
+        addresses: dict[str, str] = {}
         for instance in sorted(grouped, key=lambda n: (grouped[n][0].view.session_asn, n)):
             entries = []
-            addresses: dict[str, str] = {}
             for peer in grouped[instance]:
                 address = str(peer.view.address)
                 if address in addresses:
                     self.finding(
                         Severity.WARNING, "bgp-duplicate-peer-address", peer.view.ref,
-                        "spec.peerAddress", f"peers with {address} from the same nodes and AS"
-                        f" as {addresses[address]}; Cilium's BGP instance {instance} holds one"
-                        " session per neighbour address, so only one of them comes up.",
+                        "spec.peerAddress", f"peers with {address} from the same nodes as"
+                        f" {addresses[address]} ({name}): a router keeps one session per"
+                        " neighbour address, so only one of them comes up.",
                         peer.view.ref.origin)
                 addresses.setdefault(address, peer.view.name)
                 entries.append({
@@ -746,7 +777,7 @@ class _BGPTranslator:
 
     def node_overrides(self, out: BGPTranslation, peers: list[_Peer],
                        instances: dict[str, str],
-                       laid: list[tuple[Term, list[_Peer], dict[str, tuple[str, ...]]]],
+                       laid: list[_Laid],
                        nodes: list[Node]) -> None:
         wanting = [p for p in peers if p.view.router_id or p.view.source_address]
         if not wanting:
@@ -821,7 +852,7 @@ class _BGPTranslator:
     # -- what the hand-over needs ----------------------------------------------------------
     def describe_services(self, out: BGPTranslation, adverts: list[_Advert]) -> None:
         by_name = {a.view.name: a for a in adverts}
-        local: dict[str, list[str]] = {}
+        local: dict[str, list[ServicePin]] = {}
         for pin in sorted(self.pins, key=lambda p: p.key):
             if pin.pool not in out.pools or not pin.ips:
                 continue
@@ -832,38 +863,34 @@ class _BGPTranslator:
                                   for e in by_name[name].entries))
             if not chosen:
                 continue
-            peers = sorted({p for s in out.node_sets for p, ads in s.advertisements.items()
+            sending = [s for s in out.node_sets
+                       if any(set(ads) & set(chosen) for ads in s.advertisements.values())]
+            peers = sorted({p for s in sending for p, ads in s.advertisements.items()
                             if set(ads) & set(chosen)})
-            nodes: tuple[str, ...] | None = None
-            if self.snapshot.nodes:
-                nodes = tuple(sorted({n for s in out.node_sets
-                                      if any(set(ads) & set(chosen)
-                                             for ads in s.advertisements.values())
-                                      for n in (s.nodes or ())}))
+            nodes = tuple(sorted({n for s in sending for n in (s.nodes or ())})) if (
+                self.snapshot.nodes) else None
             out.services.append(BGPService(
                 key=pin.key, pool=pin.pool, ips=pin.ips,
                 external_traffic_policy=service.external_traffic_policy,
                 advertisements=chosen, peers=tuple(peers), nodes=nodes))
             if service.external_traffic_policy == "Local":
                 for name in chosen:
-                    local.setdefault(name, []).append(pin.key)
-        for name, keys in sorted(local.items()):
+                    local.setdefault(name, []).append(pin)
+        for name, pins in sorted(local.items()):
             advert = by_name[name]
             lengths = [(advert.view.aggregation_length, 32),
                        (advert.view.aggregation_length_v6, 128)]
             if not self.version.service_aggregation or all(v == f for v, f in lengths):
                 continue
-            pools = sorted({p for k in keys for p in [self._pin_pool(k)] if p})
+            keys = [p.key for p in pins]
             self.noted("BGPAdvertisement", "aggregation+externalTrafficPolicy", advert.view.ref,
                        advert.view.ref.origin, where="spec.aggregationLength",
-                       value=min(v for v, f in lengths if v != f), pool=", ".join(pools),
+                       value=min(v for v, f in lengths if v != f),
+                       pool=", ".join(sorted({str(p.pool) for p in pins})),
                        services=", ".join(keys[:5]) + (" ..." if len(keys) > 5 else ""))
         if out.advertisements:
             first = adverts[0].view.ref
             self.noted("BGPAdvertisement", "endpoints", first, first.origin)
-
-    def _pin_pool(self, key: str) -> str | None:
-        return next((p.pool for p in self.pins if p.key == key), None)
 
     def check_overlaps(self, peers: list[_Peer], adverts: list[_Advert]) -> None:
         """Before 1.18, a Service several advertisements select gets the attributes of one."""
@@ -907,7 +934,6 @@ class _BGPTranslator:
             " gone, the label requirement may be dropped.")
 
 
-_Laid = tuple[Term, list[_Peer], dict[str, tuple[str, ...]]]
 
 
 def _merge_alike(laid: list[_Laid]) -> list[_Laid]:
