@@ -128,9 +128,11 @@ def convert(
 ) -> None:
     """Translate MetalLB manifests into Cilium ones, offline.
 
-    Writes the CiliumLoadBalancerIPPool and CiliumL2AnnouncementPolicy objects, then every
-    input Service MetalLB serves with its pins, to stdout; findings go to stderr. Exits 3
-    when a finding is an ERROR.
+    Writes the CiliumLoadBalancerIPPool and CiliumL2AnnouncementPolicy objects, the Cilium
+    BGP objects (CiliumBGPAdvertisement, CiliumBGPPeerConfig, CiliumBGPNodeConfigOverride,
+    CiliumBGPClusterConfig) when MetalLB announces over BGP, then every input Service MetalLB
+    serves with its pins, to stdout; findings go to stderr. Exits 3 when a finding is an
+    ERROR.
     """
     from migrate.model.findings import has_errors
     from migrate.render import convert_json, convert_yaml, findings_table, summary_line

@@ -40,14 +40,17 @@ def convert_yaml(snapshot: ClusterSnapshot, translation: Translation) -> str:
 
 def convert_json(snapshot: ClusterSnapshot, translation: Translation) -> str:
     """JSON for ``migrate convert -o json``: items, pins, the pool label's value per MetalLB
-    pool, and findings."""
-    payload = {
+    pool, findings (and ``bgp``: the node sets, peers, Services and Secrets of the BGP
+    translation)."""
+    payload: dict[str, Any] = {
         "ciliumVersion": translation.cilium.minor,
         "items": convert_documents(snapshot, translation),
         "pins": [pin.to_dict() for pin in translation.pins],
         "poolLabels": dict(translation.pool_labels),
         "findings": [finding.to_dict() for finding in translation.findings],
     }
+    if translation.bgp:
+        payload["bgp"] = translation.bgp.to_dict()
     return json.dumps(payload, indent=2) + "\n"
 
 
@@ -85,8 +88,9 @@ def summary_line(translation: Translation) -> str:
     counts = {s: 0 for s in Severity}
     for finding in translation.findings:
         counts[finding.severity] += 1
+    bgp = f" {len(translation.bgp.objects())} BGP object(s)," if translation.bgp else ""
     return (
-        f"{len(translation.pools)} pool(s), {len(translation.policies)} L2 policy(ies),"
+        f"{len(translation.pools)} pool(s), {len(translation.policies)} L2 policy(ies),{bgp}"
         f" {len(translation.pins)} Service(s) pinned for Cilium {translation.cilium.minor};"
         f" {counts[Severity.ERROR]} error(s), {counts[Severity.WARNING]} warning(s),"
         f" {counts[Severity.INFO]} note(s)"

@@ -20,7 +20,7 @@ def _cilium_objects() -> list[tuple[str, dict[str, Any]]]:
     for path in GOLDENS:
         for doc in yaml.safe_load_all(path.read_text()):
             if doc and str(doc.get("apiVersion", "")).startswith("cilium.io/"):
-                out.append((f"{path.parent.name}/{doc['metadata']['name']}", doc))
+                out.append((f"{path.parent.name}/{doc['kind']}/{doc['metadata']['name']}", doc))
     return out
 
 
@@ -37,7 +37,21 @@ def schemas(shared_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
 
 def test_goldens_hold_cilium_objects() -> None:
     kinds = {doc["kind"] for _, doc in OBJECTS}
-    assert kinds == {"CiliumLoadBalancerIPPool", "CiliumL2AnnouncementPolicy"}
+    assert kinds == {"CiliumLoadBalancerIPPool", "CiliumL2AnnouncementPolicy",
+                     "CiliumBGPClusterConfig", "CiliumBGPPeerConfig", "CiliumBGPAdvertisement",
+                     "CiliumBGPNodeConfigOverride"}
+    versions = {doc["apiVersion"] for _, doc in OBJECTS if "BGP" in doc["kind"]}
+    assert versions == {"cilium.io/v2", "cilium.io/v2alpha1"}
+
+
+def test_peer_configs_keep_cilium_timer_rule() -> None:
+    """The CEL rule jsonschema cannot check: keepAliveTimeSeconds <= holdTimeSeconds, after
+    the CRD's defaults (30 / 90) fill what is unset."""
+    timers = [doc["spec"].get("timers") for _, doc in OBJECTS
+              if doc["kind"] == "CiliumBGPPeerConfig" and "timers" in doc["spec"]]
+    assert timers
+    for timer in timers:
+        assert timer.get("keepAliveTimeSeconds", 30) <= timer.get("holdTimeSeconds", 90)
 
 
 @pytest.mark.parametrize(("name", "obj"), OBJECTS, ids=[n for n, _ in OBJECTS])

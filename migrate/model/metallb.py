@@ -217,12 +217,14 @@ def parse_l2advertisement(ref: ObjectRef, body: dict[str, Any]) -> L2Advertiseme
 
 @dataclass(frozen=True)
 class BGPAdvertisement:
-    """A MetalLB BGPAdvertisement [M4]; read and reported, not translated."""
+    """A MetalLB BGPAdvertisement [M4]; ``migrate.model.bgp`` gives its typed view."""
 
     ref: ObjectRef
     pool_names: tuple[str, ...]
     pool_selectors: tuple[dict[str, Any], ...]
     peers: tuple[str, ...]
+    fields: dict[str, Any] = field(default_factory=dict, repr=False)
+    """The spec as written."""
 
     @property
     def selects_all_pools(self) -> bool:
@@ -247,16 +249,20 @@ def parse_bgpadvertisement(ref: ObjectRef, body: dict[str, Any]) -> BGPAdvertise
             _selectors(ref, spec.get("ipAddressPoolSelectors"), "spec.ipAddressPoolSelectors")
         ),
         peers=tuple(_str_list(ref, spec.get("peers"), "spec.peers")),
+        fields=spec,
     )
 
 
 @dataclass(frozen=True)
 class BGPPeer:
-    """A MetalLB BGPPeer (v1beta1 or v1beta2) [M4]; read and reported, not translated."""
+    """A MetalLB BGPPeer (v1beta1 or v1beta2) [M4]; ``migrate.model.bgp`` gives its typed
+    view."""
 
     ref: ObjectRef
     bfd_profile: str | None
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict, repr=False)
+    """The spec as written (it may hold a password: never shown)."""
+    version: str = "v1beta2"
 
 
 def parse_bgppeer(ref: ObjectRef, body: dict[str, Any], version: str) -> BGPPeer:
@@ -279,14 +285,16 @@ def parse_bgppeer(ref: ObjectRef, body: dict[str, Any], version: str) -> BGPPeer
         ):
             raise _fail(ref, f"spec.{key}", "must be an AS number (0 to 4294967295)")
     bfd = spec.get("bfdProfile")
-    return BGPPeer(ref=ref, bfd_profile=bfd if isinstance(bfd, str) and bfd else None, fields=spec)
+    return BGPPeer(ref=ref, bfd_profile=bfd if isinstance(bfd, str) and bfd else None, fields=spec,
+                   version=version)
 
 
 @dataclass(frozen=True)
 class NamedOnly:
-    """A MetalLB object whose content the migration only reports (BFDProfile, Community)."""
+    """A BFDProfile or Community; ``migrate.model.bgp`` gives its typed view."""
 
     ref: ObjectRef
+    spec: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def _labels(body: dict[str, Any]) -> dict[str, str]:

@@ -87,7 +87,8 @@ def make_plan(snapshot: ClusterSnapshot, *, cilium: str | None = None,
     """Translate a snapshot and lay out the staged plan (Cilium version: given, else detected;
     ``canary``: a MetalLB pool whose announcements move to Cilium first, in stage l2-canary)."""
     version = cilium or cilium_version_of(snapshot, cilium_namespace)
-    translation = translate(snapshot, cilium=version)
+    # BGP stays with MetalLB in the plan (no hand-over stages yet): bgp=False [C3].
+    translation = translate(snapshot, cilium=version, bgp=False)
     extra = preflight_findings(snapshot, version) if preflight else []
     return build_plan(snapshot, translation, cilium_namespace=cilium_namespace,
                       extra_findings=extra, canary=canary)

@@ -730,7 +730,10 @@ class _Builder:
         for body in self.snapshot.find("v1", "ConfigMap"):
             metadata = body.get("metadata") or {}
             origin = f"(ConfigMap {metadata.get('namespace')}/{metadata.get('name')})"
-            if not any(origin in source for source in self.snapshot.legacy_sources) or kept:
+            # Peers in it mean BGP, left to MetalLB: the ConfigMap stays (and its passwords
+            # stay out of the plan and of the backups).
+            if not any(origin in source for source in self.snapshot.legacy_sources) or kept \
+                    or self.snapshot.bgp_peers:
                 continue
             obj = creatable(body)
             actions.append(Action("delete", Target.of(obj), "MetalLB's legacy configuration is"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from migrate.preflight.bgp_checks import CHECKS as BGP_CHECKS
 from migrate.preflight.cilium_checks import (
     check_cilium_installed,
     check_cilium_version,
@@ -62,6 +63,7 @@ CHECKS: tuple[Callable[[Context], CheckResult], ...] = (
     check_metallb,
     check_metallb_lb_class,
     check_metallb_frr,
+    *BGP_CHECKS,
     check_metallb_webhook,
     check_foreign_lb_class,
     check_known_bugs,

@@ -7,18 +7,36 @@ mapping document it finds, each tagged with where it came from, so that the snap
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from migrate.errors import InputError
 
 # The C loader and dumper are several times faster; fall back where libyaml is missing.
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
+    """The safe loader without YAML 1.1's base-60 numbers: PyYAML reads ``64512:10`` as
+    3870730, Kubernetes' reader (sigs.k8s.io/yaml) as the string it is, a BGP community."""
+
+    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
+        first: [(tag, re.compile(r"(?!.*:)" + regexp.pattern, re.X) if tag in _NUMBER_TAGS
+                 else regexp) for tag, regexp in resolvers]
+        for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+    }
+
+
+def load_yaml(text: str) -> Any:
+    """One YAML document, read as Kubernetes reads it (no base-60 numbers)."""
+    return yaml.load(text, Loader=_Loader)
 
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 

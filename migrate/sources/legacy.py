@@ -12,7 +12,9 @@ from typing import Any
 import yaml
 
 from migrate.errors import InputError
+from migrate.model.bgp import go_duration_seconds
 from migrate.model.metallb import sanitise_legacy_name
+from migrate.sources.files import load_yaml
 
 # Records a legacy pool's original name, which Services still use in address-pool annotations.
 LEGACY_NAME_ANNOTATION = "lbmigrate.io/legacy-pool-name"
@@ -23,6 +25,14 @@ BGP_AD_KEYS = {"aggregation-length", "aggregation-length-v6", "localpref", "comm
 PEER_KEYS = {"peer-address", "peer-asn", "my-asn", "peer-port", "source-address", "router-id",
              "hold-time", "keepalive-time", "password", "bfd-profile", "ebgp-multihop",
              "node-selectors"}
+# Legacy peer keys copied 1:1 into the BGPPeer spec, as configmaptocrs does [M7].
+PEER_RENAMES = {"my-asn": "myASN", "peer-asn": "peerASN", "peer-address": "peerAddress",
+                "source-address": "sourceAddress", "peer-port": "peerPort",
+                "router-id": "routerID", "password": "password", "bfd-profile": "bfdProfile",
+                "ebgp-multihop": "ebgpMultiHop"}
+BFD_KEYS = {"receive-interval": "receiveInterval", "transmit-interval": "transmitInterval",
+            "detect-multiplier": "detectMultiplier", "echo-interval": "echoInterval",
+            "echo-mode": "echoMode", "passive-mode": "passiveMode", "minimum-ttl": "minimumTtl"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,7 @@ def parse_config_text(text: Any, origin: str, where: str) -> dict[str, Any]:
     if not isinstance(text, str):
         raise InputError("must be a YAML document", source=origin, field=where)
     try:
-        body = yaml.safe_load(text)
+        body = load_yaml(text)
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InputError(f"not valid YAML: {problem}", source=origin, field=where) from None
@@ -142,25 +152,23 @@ def convert(config: dict[str, Any], *, origin: str, namespace: str, where: str) 
         extra = set(peer) - PEER_KEYS
         if extra:
             raise InputError(f"unknown key {sorted(extra)[0]!r}", source=origin, field=field)
-        spec = {
-            "myASN": peer.get("my-asn"),
-            "peerASN": peer.get("peer-asn"),
-            "peerAddress": peer.get("peer-address"),
-        }
         for key in ("my-asn", "peer-asn", "peer-address"):
             if key not in peer:
                 raise InputError("is required", source=origin, field=f"{field}.{key}")
-        if peer.get("bfd-profile"):
-            spec["bfdProfile"] = peer["bfd-profile"]
         out.append(LegacyObject(f"{origin} ({field})", _crd(
-            "BGPPeer", f"peer{index + 1}", namespace, spec, version="v1beta2",
+            "BGPPeer", f"peer{index + 1}", namespace, _peer_spec(peer, origin, field),
+            version="v1beta2",
         )))
     for index, profile in enumerate(config.get("bfd-profiles") or []):
         field = f"{where}.bfd-profiles[{index}]"
         if not isinstance(profile, dict) or not profile.get("name"):
             raise InputError("needs a name", source=origin, field=field)
+        extra = set(profile) - {"name", *BFD_KEYS}
+        if extra:
+            raise InputError(f"unknown key {sorted(extra)[0]!r}", source=origin, field=field)
         out.append(LegacyObject(f"{origin} ({field})", _crd(
-            "BFDProfile", sanitise_legacy_name(str(profile["name"])), namespace, {},
+            "BFDProfile", sanitise_legacy_name(str(profile["name"])), namespace,
+            {new: profile[old] for old, new in BFD_KEYS.items() if old in profile},
         )))
     communities = config.get("bgp-communities")
     if communities:
@@ -171,6 +179,46 @@ def convert(config: dict[str, Any], *, origin: str, namespace: str, where: str) 
             {"communities": [{"name": k, "value": str(v)} for k, v in sorted(communities.items())]},
         )))
     return out
+
+
+def _peer_spec(peer: dict[str, Any], origin: str, field: str) -> dict[str, Any]:
+    """A legacy peer as configmaptocrs writes it: hold time always set (90s when absent) and
+    rounded to whole seconds, keepalive only when given, selectors as LabelSelectors [M7]."""
+    spec = {new: peer[old] for old, new in PEER_RENAMES.items() if peer.get(old) is not None}
+    hold = _whole_seconds(peer.get("hold-time"), origin, f"{field}.hold-time")
+    spec["holdTime"] = f"{90 if hold is None else hold}s"
+    keepalive = _whole_seconds(peer.get("keepalive-time"), origin, f"{field}.keepalive-time")
+    if keepalive is not None:
+        spec["keepaliveTime"] = f"{keepalive}s"
+    selectors = peer.get("node-selectors") or []
+    if not isinstance(selectors, list):
+        raise InputError("must be a list", source=origin, field=f"{field}.node-selectors")
+    converted = []
+    for index, selector in enumerate(selectors):
+        where = f"{field}.node-selectors[{index}]"
+        if not isinstance(selector, dict) or set(selector) - {"match-labels",
+                                                              "match-expressions"}:
+            raise InputError("must be a mapping of match-labels, match-expressions",
+                             source=origin, field=where)
+        item: dict[str, Any] = {}
+        if selector.get("match-labels"):
+            item["matchLabels"] = selector["match-labels"]
+        if selector.get("match-expressions"):
+            item["matchExpressions"] = selector["match-expressions"]
+        converted.append(item)
+    if converted:
+        spec["nodeSelectors"] = converted
+    return spec
+
+
+def _whole_seconds(value: Any, origin: str, field: str) -> int | None:
+    """A legacy duration (``90s``, ``1m30s``) in whole seconds, as configmaptocrs rounds it."""
+    if value is None or value == "":
+        return None
+    seconds = go_duration_seconds(value) if isinstance(value, str) else None
+    if seconds is None or seconds < 0:
+        raise InputError(f"{value!r} is not a duration like 90s", source=origin, field=field)
+    return int(seconds)
 
 
 def _crd(kind: str, name: str, namespace: str, spec: dict[str, Any],

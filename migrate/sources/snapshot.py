@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.errors import InputError
+from migrate.model import bgp
 from migrate.model import metallb as mlb
 from migrate.model.addresses import IPAddress, RangeIndex
 from migrate.model.findings import Finding, Severity
@@ -123,7 +124,9 @@ def _metallb_version(doc: SourceDocument) -> str | None:
     """
     api_version = doc.body.get("apiVersion")
     kind = doc.body.get("kind")
-    if not isinstance(api_version, str) or "metallb" not in api_version:
+    if not isinstance(api_version, str) or "metallb" not in api_version or (
+        api_version.partition("/")[0].endswith(".metallb.io")  # frr-k8s' own API group
+    ):
         if kind in METALLB_KINDS and api_version is None:
             raise InputError(
                 "is missing", source=doc.origin, obj=str(_ref(doc)), field="apiVersion"
@@ -257,6 +260,7 @@ def build_snapshot(
     _check_overlaps(snapshot.pools)
     _check_services(snapshot)
     _check_references(snapshot)
+    bgp.validate(snapshot)
     return snapshot
 
 
@@ -300,7 +304,7 @@ def _add_metallb(
         if legacy_name:
             snapshot.pool_aliases[str(legacy_name)] = pool.name
         if kind == "AddressPool":
-            _implied_advertisement(snapshot, pool)
+            _implied_advertisement(snapshot, pool, doc.body.get("spec") or {})
     elif kind == "L2Advertisement":
         advertisement = mlb.parse_l2advertisement(ref, doc.body)
         if implied:
@@ -316,15 +320,19 @@ def _add_metallb(
                 "metallb.io/v1beta1 BGPPeer is deprecated; MetalLB stores it as v1beta2.",
                 ref.origin,
             ))
-    elif kind == "BFDProfile":
-        snapshot.bfd_profiles.append(mlb.NamedOnly(ref))
-    elif kind == "Community":
-        snapshot.communities.append(mlb.NamedOnly(ref))
+    elif kind in ("BFDProfile", "Community"):
+        spec = doc.body.get("spec") or {}
+        if not isinstance(spec, dict):
+            raise InputError("must be an object", source=ref.origin, obj=str(ref), field="spec")
+        named = mlb.NamedOnly(ref, spec)
+        (snapshot.bfd_profiles if kind == "BFDProfile" else snapshot.communities).append(named)
 
 
-def _implied_advertisement(snapshot: ClusterSnapshot, pool: mlb.IPAddressPool) -> None:
+def _implied_advertisement(snapshot: ClusterSnapshot, pool: mlb.IPAddressPool,
+                           spec: dict[str, Any]) -> None:
     """A legacy AddressPool (MetalLB 0.13-0.14.2) announces by its ``protocol``, with no
-    advertisement object: record the advertisement it implies, marked as implied [M1][M7]."""
+    advertisement object: record the advertisement it implies, marked as implied [M1][M7]
+    (a bgp pool: one per entry of its ``bgpAdvertisements``, or one with MetalLB's defaults)."""
     protocol = pool.legacy_protocol
     ref = pool.ref
     implied = ObjectRef(
@@ -336,8 +344,15 @@ def _implied_advertisement(snapshot: ClusterSnapshot, pool: mlb.IPAddressPool) -
             ref=implied, pool_names=(pool.name,), pool_selectors=(), node_selectors=(),
             interfaces=(), service_selectors=(), implied=True))
     elif protocol == "bgp":
-        snapshot.bgp_advertisements.append(mlb.BGPAdvertisement(
-            ref=implied, pool_names=(pool.name,), pool_selectors=(), peers=()))
+        entries = spec.get("bgpAdvertisements") or [{}]
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise InputError("must be a list of advertisements", source=ref.origin,
+                             obj=str(ref), field="spec.bgpAdvertisements")
+        for index, entry in enumerate(entries, start=1):
+            name = implied.name if len(entries) == 1 else f"{implied.name}-{index}"
+            snapshot.bgp_advertisements.append(mlb.BGPAdvertisement(
+                ref=dataclasses.replace(implied, name=name), pool_names=(pool.name,),
+                pool_selectors=(), peers=(), fields=dict(entry)))
     snapshot.findings.append(Finding(
         Severity.WARNING, "legacy-addresspool", str(ref), "kind",
         "AddressPool was removed in MetalLB 0.14.3; it is translated like an IPAddressPool"

@@ -10,7 +10,7 @@ import copy
 import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migrate.model import metallb as mlb
 from migrate.model.addresses import (
@@ -32,6 +32,9 @@ from migrate.translate.mappings import (
     pool_label,
     shared_ip_follower_label,
 )
+
+if TYPE_CHECKING:
+    from migrate.translate.bgp import BGPTranslation
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "lbmigrate"}
 SOURCE_ANNOTATION = "lbmigrate.io/source"
@@ -87,10 +90,12 @@ class Translation:
     """MetalLB pool → the value of the pool label (``lbmigrate.io/pool``) that stands for it on
     Services and in every selector: the pool's name, or a label-safe form of a name that is no
     label value (:func:`migrate.model.names.label_safe_values`)."""
+    bgp: BGPTranslation | None = None
+    """The Cilium BGP objects and what their hand-over needs (None: no BGP, or not asked)."""
 
     def objects(self) -> list[dict[str, Any]]:
-        """Every Cilium object, pools first."""
-        return [*self.pools, *self.policies]
+        """Every Cilium object, pools first, the BGP ones last."""
+        return [*self.pools, *self.policies, *(self.bgp.objects() if self.bgp else [])]
 
 
 def selection_labels(service: Service, pinned: dict[str, str]) -> dict[str, str]:
@@ -136,9 +141,11 @@ def _pool_label_selector(values: list[str]) -> dict[str, Any]:
 
 
 class _Translator:
-    def __init__(self, snapshot: ClusterSnapshot, version: CiliumVersion) -> None:
+    def __init__(self, snapshot: ClusterSnapshot, version: CiliumVersion,
+                 with_bgp: bool = True) -> None:
         self.snapshot = snapshot
         self.version = version
+        self.with_bgp = with_bgp
         self.out = Translation(cilium=version, findings=list(snapshot.findings))
         self.allocatable: dict[str, list[AddressRange]] = {
             pool.name: metallb_allocatable(pool.addresses, pool.avoid_buggy_ips)
@@ -335,13 +342,6 @@ class _Translator:
     def report_pools(self) -> None:
         for ad in self.snapshot.bgp_advertisements:
             self.bgp_pools.update(self._selected_pools(ad))
-            self.noted("BGPAdvertisement", "*", ad.ref, ad.ref.origin)
-        for peer in self.snapshot.bgp_peers:
-            self.noted("BGPPeer", "*", peer.ref, peer.ref.origin)
-        for profile in self.snapshot.bfd_profiles:
-            self.noted("BFDProfile", "*", profile.ref, profile.ref.origin)
-        for community in self.snapshot.communities:
-            self.noted("Community", "*", community.ref, community.ref.origin)
         for pool in self.snapshot.pools:
             l2 = pool.name in self.l2_pools
             bgp = pool.name in self.bgp_pools
@@ -350,13 +350,6 @@ class _Translator:
                     Severity.INFO, "pool-not-announced", pool.ref, None,
                     "no L2Advertisement or BGPAdvertisement selects this pool: MetalLB hands out"
                     " its IPs but announces none, and so will Cilium.", pool.ref.origin,
-                )
-            elif bgp and not l2:
-                self.finding(
-                    Severity.WARNING, "pool-bgp-only", pool.ref, None,
-                    "is announced over BGP only: its Cilium pool keeps every IP, but nothing"
-                    " announces them until Cilium's BGP control plane is configured.",
-                    pool.ref.origin,
                 )
             has_v6 = any(a.range.version == 6 for a in pool.addresses)
             if l2 and has_v6 and not self.version.l2_ndp:
@@ -601,11 +594,23 @@ class _Translator:
                 selector = combine(spec.pop("serviceSelector", None), not_a_follower)
                 policy["spec"] = {"serviceSelector": selector, **spec}
 
+    def translate_bgp(self) -> None:
+        """BGP (migrate/translate/bgp.py), or, for migrate plan, what it leaves to MetalLB."""
+        from migrate.translate import bgp
+
+        if not self.with_bgp:
+            self.out.findings += bgp.left_to_metallb(self.snapshot, self.bgp_pools)
+            return
+        self.out.bgp, findings = bgp.translate_bgp(
+            self.snapshot, self.version, selected_pools=self._selected_pools, pins=self.out.pins)
+        self.out.findings += findings
+
     def run(self) -> Translation:
         self.translate_pools()
         self.translate_l2()
         self.report_pools()
         self.translate_services()
+        self.translate_bgp()
         self.out.findings = sort_findings(self.out.findings)
         return self.out
 
@@ -638,9 +643,12 @@ def _sharing_problem(services: list[Service], *, by_protocol: bool = True) -> st
     return None
 
 
-def translate(snapshot: ClusterSnapshot, *, cilium: str | None = None) -> Translation:
-    """Translate a snapshot's MetalLB configuration for a Cilium version (``X.Y``)."""
-    return _Translator(snapshot, cilium_version(cilium)).run()
+def translate(snapshot: ClusterSnapshot, *, cilium: str | None = None, bgp: bool = True) -> (
+    Translation
+):
+    """Translate a snapshot's MetalLB configuration for a Cilium version (``X.Y``); with
+    ``bgp=False`` (migrate plan) BGP is left to MetalLB and only reported."""
+    return _Translator(snapshot, cilium_version(cilium), with_bgp=bgp).run()
 
 
 SERVER_FIELDS = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields",
