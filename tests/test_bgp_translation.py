@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from migrate.errors import InputError
 from migrate.model.selectors import matches
@@ -463,3 +464,40 @@ def test_convert_json_says_what_the_handover_needs() -> None:
     service = next(s for s in bgp["services"] if s["key"] == "web/partner-api")
     assert service["externalTrafficPolicy"] == "Local" and service["nodes"] == [
         "node-a2", "node-b1"]
+
+
+def test_every_known_cilium_minor_from_the_bgp_minimum_has_a_bgp_row() -> None:
+    """A Cilium release added to cilium-versions.yaml must say what it serves for BGP too."""
+    from migrate.translate.mappings import known_versions, load_table
+
+    bgp = load_table("bgp")
+    minimum = tuple(int(x) for x in str(bgp["minimum"]).split("."))
+    wanted = {v for v in known_versions() if tuple(int(x) for x in v.split(".")) >= minimum}
+    assert wanted <= set(bgp["versions"]), sorted(wanted - set(bgp["versions"]))
+
+
+def test_a_long_pool_name_is_selected_by_its_label_safe_value_over_bgp() -> None:
+    """A BGP advertisement limited to a pool whose name is no label value selects the Services
+    by the same shortened value the pin writes (a raw 71-character value would be refused)."""
+    from migrate.model.names import label_safe_value
+
+    long_name = "datacenter-east-public-anycast-pool-for-customer-facing-services-2026a"
+    text = (CONVERT / "bgp-localpref" / "input.yaml").read_text().replace("anycast", long_name)
+    other = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+             "metadata": {"name": "other", "namespace": "metallb-system"},
+             "spec": {"addresses": ["10.60.0.0/24"]}}
+    docs = [SourceDocument(f"doc#{i}", body)
+            for i, body in enumerate([*yaml.safe_load_all(text), other], 1) if body]
+    translation = translate(build_snapshot(docs))
+    value = translation.pool_labels[long_name]
+    assert value == label_safe_value(long_name) and len(value) <= 63
+    selectors = [entry["selector"] for obj in _bgp(translation).objects()
+                 if obj["kind"] == "CiliumBGPAdvertisement"
+                 for entry in obj["spec"]["advertisements"]]
+    assert selectors
+    for selector in selectors:
+        pool_terms = [e for e in selector.get("matchExpressions", [])
+                      if e["key"] == "lbmigrate.io/pool"]
+        assert pool_terms and pool_terms[0]["values"] == [value], selector
+    for pin in translation.pins:
+        assert pin.labels["lbmigrate.io/pool"] == value

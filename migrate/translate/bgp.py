@@ -52,7 +52,6 @@ from migrate.translate.translator import (
     MANAGED_BY,
     SOURCE_ANNOTATION,
     ServicePin,
-    _pool_label_selector,
     selection_labels,
 )
 
@@ -77,7 +76,10 @@ class BGPVersion:
 
 
 def bgp_version(cilium: CiliumVersion) -> BGPVersion:
-    """The BGP row of a Cilium version (api_version None below the table's minimum)."""
+    """The BGP row of a Cilium version (api_version None below the table's minimum).
+
+    Every minor the translation knows (``mappings/cilium-versions.yaml``) must have a row: a
+    test checks the two tables agree."""
     table = load_table("bgp")
     row = table["versions"].get(cilium.minor)
     if row is None:
@@ -255,11 +257,13 @@ def _plaintext_secret(view: views.PeerView) -> str:
 class _BGPTranslator:
     def __init__(self, snapshot: ClusterSnapshot, version: CiliumVersion,
                  selected_pools: Callable[[mlb.BGPAdvertisement], list[str]],
+                 pool_selector: Callable[[list[str]], dict[str, Any]],
                  pins: Sequence[ServicePin]) -> None:
         self.snapshot = snapshot
         self.cilium = version
         self.version = bgp_version(version)
         self.selected_pools = selected_pools
+        self.pool_selector = pool_selector
         self.pins = pins
         self.findings: list[Finding] = []
         table = load_table("bgp")
@@ -487,7 +491,7 @@ class _BGPTranslator:
                              " through Cilium; no CiliumBGPAdvertisement is written for it.",
                              origin)
                 continue
-            pool_part = None if pools == all_pools else _pool_label_selector(pools)
+            pool_part = None if pools == all_pools else self.pool_selector(pools)
             if pool_part is not None:
                 self.finding(
                     Severity.INFO, "bgp-pool-label", ref, "spec.ipAddressPools",
@@ -961,9 +965,13 @@ def _merge_alike(laid: list[_Laid]) -> list[_Laid]:
 
 def translate_bgp(snapshot: ClusterSnapshot, version: CiliumVersion, *,
                   selected_pools: Callable[[mlb.BGPAdvertisement], list[str]],
+                  pool_selector: Callable[[list[str]], dict[str, Any]],
                   pins: Sequence[ServicePin]) -> tuple[BGPTranslation | None, list[Finding]]:
-    """Translate a snapshot's MetalLB BGP configuration (None when it has none)."""
-    translator = _BGPTranslator(snapshot, version, selected_pools, pins)
+    """Translate a snapshot's MetalLB BGP configuration (None when it has none).
+
+    ``pool_selector``: the L2 translation's selector of Services pinned to some MetalLB pools
+    (it knows each pool's label value, which may be a shortened form of a long name)."""
+    translator = _BGPTranslator(snapshot, version, selected_pools, pool_selector, pins)
     return translator.run(), translator.findings
 
 

@@ -602,7 +602,8 @@ class _Translator:
             self.out.findings += bgp.left_to_metallb(self.snapshot, self.bgp_pools)
             return
         self.out.bgp, findings = bgp.translate_bgp(
-            self.snapshot, self.version, selected_pools=self._selected_pools, pins=self.out.pins)
+            self.snapshot, self.version, selected_pools=self._selected_pools,
+            pool_selector=self.pool_selector_of, pins=self.out.pins)
         self.out.findings += findings
 
     def run(self) -> Translation:
