@@ -8,7 +8,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO / "testdata"
-SHARED = REPO.parent / "shared"
+SHARED = next((folder / "shared" for folder in (REPO.parent, REPO.parent.parent)
+               if (folder / "shared").is_dir()), REPO.parent / "shared")
+"""The shared folder beside the repository (or beside the folder of worktrees)."""
 
 
 @pytest.fixture(scope="session")

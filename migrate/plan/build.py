@@ -14,6 +14,7 @@ from migrate.model.metallb import L2Advertisement
 from migrate.plan.model import Action, Obj, Plan, Stage, Target, canonical_digest
 from migrate.plan.views import IGNORED_ANNOTATIONS, creatable, view
 from migrate.sources.snapshot import ClusterSnapshot
+from migrate.sources.validate import reads
 from migrate.translate.translator import (
     SOURCE_ANNOTATION,
     ServicePin,
@@ -572,6 +573,8 @@ def snapshot_fingerprint(snapshot: ClusterSnapshot) -> str:
     """A hash of everything the plan depends on (views of the objects read)."""
     relevant = []
     for doc in snapshot.documents:
+        if not reads(doc.body):  # only kinds the tool reads; any other is passed over
+            continue
         kind = doc.body.get("kind")
         if kind in ("Event", "Lease", "Pod", "EndpointSlice", "Endpoints", "Node",
                     "ServiceL2Status", "CustomResourceDefinition"):
