@@ -316,7 +316,9 @@ def rollback(kube: Kube, plan: Plan | None, *, to: str | int | None = None,
             raise BlockedError("no plan is recorded in the cluster for this migration; give"
                                " the plan file it was applied with (--plan)")
     floor = plan.stage(to).number if to is not None else 0
-    store.load()  # a state someone edited or cut short stops here, before the lock is taken
+    # A state or backup someone edited or cut short stops the rollback here, before the lock
+    # is taken (they are read again under the lock: another operator may have changed them).
+    _read_backups(store, _stages_to_undo(store.load(), plan, floor))
     with held_lock(kube, options.state_namespace, enabled=not options.dry_run,
                    duration=options.lock_duration) as guard:
         return _rollback_locked(kube, plan, floor, store, options, reporter, guard)
@@ -347,6 +349,18 @@ def _undo_recorded(kube: Kube, plan: Plan, store: StateStore, state: MigrationSt
     store.delete_backup(record.backup_parts)
 
 
+def _stages_to_undo(state: MigrationState, plan: Plan, floor: int) -> list[StageRecord]:
+    """The recorded stages after ``floor``, newest first."""
+    order = {stage.name: stage.number for stage in plan.stages}
+    return sorted((r for r in state.stages if order.get(r.name, 0) > floor),
+                  key=lambda r: order.get(r.name, 0), reverse=True)
+
+
+def _read_backups(store: StateStore, todo: list[StageRecord]) -> dict[str, Obj]:
+    """The backup of each stage to undo, read and checked."""
+    return {record.name: store.read_backup(record.backup_parts) for record in todo}
+
+
 def _rollback_locked(kube: Kube, plan: Plan, floor: int, store: StateStore,
                      options: ApplyOptions, reporter: Reporter,
                      guard: Callable[[], None]) -> RollbackResult:
@@ -356,12 +370,10 @@ def _rollback_locked(kube: Kube, plan: Plan, floor: int, store: StateStore,
             f"the cluster was migrated with another plan (digest {state.plan_digest});"
             " roll back with that plan"
         )
-    order = {stage.name: stage.number for stage in plan.stages}
-    todo = sorted((r for r in state.stages if order.get(r.name, 0) > floor),
-                  key=lambda r: order.get(r.name, 0), reverse=True)
+    todo = _stages_to_undo(state, plan, floor)
     # Every backup is read (and checked) before the first write: one that was edited or cut
     # short stops the rollback while nothing is changed yet.
-    backups = {record.name: store.read_backup(record.backup_parts) for record in todo}
+    backups = _read_backups(store, todo)
     if state.webhook_bypass and not options.dry_run:
         restore_webhook_bypass(kube, store, state, reporter)
     result = RollbackResult(dry_run=options.dry_run)

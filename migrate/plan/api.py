@@ -104,7 +104,7 @@ def load_plan(path: str | Path) -> Plan:
         raise InputError("the plan file is not valid YAML; was it cut short?",
                          source=where) from None
     if isinstance(data, dict) and data.get("kind") == "MigrationPlan" and "digest" not in data:
-        raise InputError("the plan has no digest (written by an older migrate, or edited):"
-                         " make a new plan with migrate plan --out", source=source,
-                         field="digest")
+        raise InputError("the plan has no digest: it was cut short, edited, or written by an"
+                         " older migrate; make a new plan with migrate plan --out",
+                         source=source, field="digest")
     return Plan.from_dict(data, origin=source)

@@ -230,16 +230,21 @@ class Plan:
         return content_digest(self.to_dict())
 
     def to_file(self) -> Obj:
-        """What a plan file holds: ``to_dict`` and its digest, so that a file edited or cut
-        short after ``migrate plan`` wrote it is refused before anything is done."""
-        return {**self.to_dict(), "digest": self.digest()}
+        """What a plan file holds: ``to_dict`` and its digest (near the top, where a cut
+        leaves it), so that a file edited or cut short after ``migrate plan`` wrote it is
+        refused before anything is done."""
+        content = self.to_dict()
+        head = {key: content.pop(key) for key in ("schemaVersion", "kind")}
+        return {**head, "digest": self.digest(), **content}
 
     @classmethod
     def from_dict(cls, data: Any, *, origin: str = "plan", digest: str | None = None) -> Plan:
         """Load a plan written by ``to_dict`` or ``to_file``, checked against
         ``PLAN_SCHEMA``; InputError (InputProblems, one per field) naming ``origin`` for
         another schema or a structure that is not a plan's. With ``digest`` (the one apply
-        recorded), or a ``digest`` field in ``data``, the content must hash to it."""
+        recorded), or a ``digest`` field in ``data``, the content must hash to it; that is
+        checked first, as one line: a plan cut short or edited is not worth a list of the
+        fields it lacks."""
         if not isinstance(data, dict) or data.get("kind") != "MigrationPlan":
             raise InputError("not a migrate plan (kind MigrationPlan); was the file cut short"
                              " or is it another file?", source=origin)
@@ -248,18 +253,18 @@ class Plan:
                 f"plan schema version {data.get('schemaVersion')} is not {SCHEMA_VERSION};"
                 " run migrate plan again", source=origin, field="schemaVersion",
             )
-        report = check(data, PLAN_SCHEMA)
-        if not report.ok:
-            raise InputProblems(list(problems_of(
-                report, origin, Identity(None, "MigrationPlan", None, None))))
         content = {k: v for k, v in data.items() if k != "digest"}
         expected = data.get("digest") or digest
         if expected is not None and content_digest(content) != expected:
             raise InputError(
-                "the plan was changed after migrate plan wrote it (its content does not match"
-                " its digest): make a new plan with migrate plan --out", source=origin,
-                field="digest",
+                "the plan was changed or cut short after migrate plan wrote it (its content"
+                " does not match its digest): make a new plan with migrate plan --out",
+                source=origin, field="digest",
             )
+        report = check(data, PLAN_SCHEMA)
+        if not report.ok:
+            raise InputProblems(list(problems_of(
+                report, origin, Identity(None, "MigrationPlan", None, None))))
         findings = [
             Finding(Severity(f["severity"]), f["code"], f["object"], f.get("field"),
                     f["message"], f.get("source"))
@@ -289,8 +294,9 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 def content_digest(value: Any) -> str:
-    """The hash of a plan's content that ``Plan.digest`` and plan files carry."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    """The hash of a plan's content that ``Plan.digest`` and plan files carry (a value JSON
+    does not know, in a file someone edited, is hashed as its text)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -112,6 +113,11 @@ def _ref(doc: SourceDocument, kind: str | None = None) -> ObjectRef:
         name=metadata.get("name") or "",
         origin=doc.origin,
     )
+
+
+def _file_of(source: str | None) -> str:
+    """The file a problem's source names (``path#2``, ``path:9``, ``path items[0]`` → path)."""
+    return re.sub(r"(#\d+|:\d+)?( items\[\d+\])?$", "", source or "")
 
 
 def _where(doc: SourceDocument) -> str:
@@ -295,8 +301,8 @@ def build_snapshot(
             derivations[ref] = entry.derivation
     for problem, ref in [*_check_overlaps(snapshot.pools), *_check_services(snapshot)]:
         builder.add_problem(problem, derivations.get(ref))
-    if builder.problems:
-        raise InputProblems(builder.problems)
+    if builder.problems:  # file by file, each in the order found
+        raise InputProblems(sorted(builder.problems, key=lambda p: _file_of(p.source)))
     _check_references(snapshot)
     return snapshot
 
