@@ -9,7 +9,7 @@ object says which legacy field each of its fields came from, so that a problem f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -57,7 +57,7 @@ class LegacyObject:
 
     origin: str
     body: dict[str, Any]
-    derivation: Derivation = field(default_factory=lambda: Derivation("", None, ""))
+    derivation: Derivation
 
 
 def looks_legacy(body: dict[str, Any]) -> bool:

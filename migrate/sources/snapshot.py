@@ -133,6 +133,8 @@ class _MetalLBDocument:
     version: str
     derivation: legacy.Derivation | None = None
     """Set for an object converted from the legacy configuration."""
+    unknown: tuple[str, ...] = ()
+    """The fields of the object migrate does not understand."""
 
 
 def _legacy_documents(doc: SourceDocument) -> tuple[list[legacy.LegacyObject], str] | None:
@@ -229,14 +231,9 @@ class _Builder:
             self.problems.extend(checked.problems)
             return
         ident = identity(doc.body)
-        for path in checked.unknown:
-            self.findings.append(Finding(
-                Severity.WARNING, "unknown-field",
-                describe_object(ident.kind, ident.namespace, ident.name) or doc.origin, path,
-                UNKNOWN_FIELD_MESSAGE, doc.origin,
-            ))
         if checked.metallb_version is not None:
-            self.metallb.append(_MetalLBDocument(doc, checked.metallb_version))
+            self.metallb.append(_MetalLBDocument(doc, checked.metallb_version,
+                                                 unknown=tuple(checked.unknown)))
             return
         converted = _legacy_documents(doc)
         if converted is not None:
@@ -293,7 +290,7 @@ def build_snapshot(
         with reading(_where(entry.doc)):
             try:
                 ref = _add_metallb(snapshot, entry.doc, entry.version, seen,
-                                   implied=entry.derivation is not None)
+                                   implied=entry.derivation is not None, unknown=entry.unknown)
             except InputError as error:
                 builder.add_problem(error, entry.derivation)
                 continue
@@ -314,9 +311,10 @@ def _add_metallb(
     seen: dict[tuple[str, str], ObjectRef],
     *,
     implied: bool = False,
+    unknown: Sequence[str] = (),
 ) -> ObjectRef | None:
-    """Build the view of one MetalLB object into the snapshot; its ref, or None when the
-    object is not one the migration reads."""
+    """Build the view of one MetalLB object into the snapshot, with a WARNING for each field
+    in ``unknown``; its ref, or None when the object is not one the migration reads."""
     kind = doc.body["kind"]
     if kind in mlb.STATUS_KINDS:
         snapshot.others.append(doc)
@@ -333,6 +331,11 @@ def _add_metallb(
             ref.origin,
         ))
         return None
+    snapshot.findings.extend(
+        Finding(Severity.WARNING, "unknown-field", str(ref), path, UNKNOWN_FIELD_MESSAGE,
+                ref.origin)
+        for path in unknown
+    )
     kind_key = "IPAddressPool" if kind == "AddressPool" else kind
     previous = seen.get((kind_key, ref.name))
     if previous is not None:
