@@ -201,37 +201,29 @@ address-pools:
 
 
 # -- bugs of ours -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("module", "name", "error"), [
+    ("migrate.translate.translator", "_Translator._pin", TypeError("'int' object is not iterable")),
+    ("migrate.sources.snapshot", "parse_service", KeyError("spec")),
+], ids=["translating", "checking"])
 def test_the_internal_error_line_names_the_document_being_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    module: str, name: str, error: Exception, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from migrate.translate import translator
+    import importlib
 
-    def broken(self: Any, service: Any) -> Any:
-        raise TypeError("'int' object is not iterable")
+    def broken(*args: Any) -> Any:
+        raise error
 
-    monkeypatch.setattr(translator._Translator, "_pin", broken)
-    path = _write(tmp_path, "in.yaml", POOL, SERVICE)
-    result = run_cli("convert", "-f", str(path))
+    owner: Any = importlib.import_module(module)
+    *path, attribute = name.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    monkeypatch.setattr(owner, attribute, broken)
+    source = _write(tmp_path, "in.yaml", POOL, SERVICE)
+    result = run_cli("convert", "-f", str(source))
     assert result.exit_code == 1
     assert result.stderr == (
-        "Error: internal error (TypeError: 'int' object is not iterable) while reading"
-        f" {path}#2 (Service shop/web); run with --debug for the traceback and please report"
-        " it\n")
-
-
-def test_the_internal_error_line_names_the_document_being_checked(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from migrate.sources import snapshot
-
-    def broken(ref: Any, body: Any) -> Any:
-        raise KeyError("spec")
-
-    monkeypatch.setattr(snapshot, "parse_service", broken)
-    path = _write(tmp_path, "in.yaml", POOL, SERVICE)
-    result = run_cli("convert", "-f", str(path))
-    assert "internal error (KeyError: 'spec') while reading" in result.stderr
-    assert f"{path}#2 (Service shop/web)" in result.stderr
+        f"Error: internal error ({type(error).__name__}: {error}) while reading {source}#2"
+        " (Service shop/web); run with --debug for the traceback and please report it\n")
 
 
 # -- the descriptions agree with MetalLB's CRDs ------------------------------------------------
