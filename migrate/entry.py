@@ -22,9 +22,11 @@ from migrate.errors import (
     CapabilityError,
     ClusterError,
     InputError,
+    InputProblems,
     MigrateError,
     NothingToMigrateError,
     VerificationError,
+    current_document,
 )
 
 EXIT_OK = 0
@@ -63,15 +65,29 @@ def exit_code_for(error: MigrateError) -> int:
     return EXIT_ERROR
 
 
+MAX_PROBLEM_LINES = 50
+"""At most this many problems of the input are printed, then how many more there are."""
+
+
 def error_lines(error: MigrateError) -> list[str]:
-    """What the CLI prints on stderr for ``error``: ``Error: ...`` and its notes (what next)."""
-    return [f"Error: {error}", *getattr(error, "__notes__", ())]
+    """What the CLI prints on stderr for ``error``: ``Error: ...`` (one line per problem of
+    the input when there are several) and its notes (what next)."""
+    problems = error.lines() if isinstance(error, InputProblems) else [str(error)]
+    lines = [f"Error: {line}" for line in problems[:MAX_PROBLEM_LINES]]
+    if len(problems) > MAX_PROBLEM_LINES:
+        lines.append(f"Error: ... and {len(problems) - MAX_PROBLEM_LINES} more problems")
+    if len(problems) > 1:
+        lines.append(f"{len(problems)} problems in the input; nothing was changed.")
+    return [*lines, *getattr(error, "__notes__", ())]
 
 
 def internal_error_line(error: Exception) -> str:
-    """The one line printed for an exception that is a bug of ours (details with --debug)."""
-    return (f"Error: internal error ({type(error).__name__}: {error}); run with --debug for"
-            " the traceback and please report it")
+    """The one line printed for an exception that is a bug of ours (details with --debug),
+    naming the document being read when it happened."""
+    where = getattr(error, "migrate_document", None) or current_document.get()
+    while_reading = f" while reading {where}" if where else ""
+    return (f"Error: internal error ({type(error).__name__}: {error}){while_reading}; run with"
+            " --debug for the traceback and please report it")
 
 
 class ArpCheck:

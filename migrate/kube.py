@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from migrate.errors import ClusterError
+from migrate.errors import ClusterError, InputError
 
 FIELD_MANAGER = "lbmigrate"
 Obj = dict[str, Any]
@@ -184,16 +184,23 @@ class Kube:
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None = None, context: str | None = None,
                         **kwargs: Any) -> Kube:
-        """A Kube for a kubeconfig (default: $KUBECONFIG or ~/.kube/config) or in-cluster."""
+        """A Kube for a kubeconfig (default: $KUBECONFIG or ~/.kube/config) or in-cluster.
+
+        A kubeconfig that does not load is an InputError naming the file and the field (it
+        is checked first: the official client fails on many with a bare TypeError)."""
         from kubernetes import client as k8s_client
         from kubernetes import config as k8s_config
         from kubernetes.config.config_exception import ConfigException
 
+        files = kubeconfig_files(kubeconfig)
+        check_kubeconfigs(files, context)
         try:
             if kubeconfig is None and context is None:
                 try:
                     api_client = k8s_config.new_client_from_config()  # type: ignore[no-untyped-call]
                 except (ConfigException, OSError):
+                    if files:
+                        raise
                     k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
                     api_client = k8s_client.ApiClient()
             else:
@@ -201,7 +208,15 @@ class Kube:
                     config_file=kubeconfig, context=context
                 )
         except (ConfigException, OSError) as exc:
+            if files:
+                raise InputError(f"cannot load the kubeconfig: {exc}",
+                                 source=", ".join(files)) from None
             raise ClusterError(f"cannot load the cluster configuration: {exc}") from None
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # What the client raises for a value it cannot use (a certificate that is not
+            # base64, ...): the file's fault, not ours, and the message says which file.
+            raise InputError(f"cannot load the kubeconfig ({type(exc).__name__}: {exc})",
+                             source=", ".join(files)) from None
         return cls(api_client, **kwargs)
 
     # -- raw request -----------------------------------------------------------------------
@@ -387,6 +402,79 @@ class Kube:
         close = getattr(self.api_client, "close", None)
         if close is not None:
             close()
+
+
+def kubeconfig_files(kubeconfig: str | None) -> list[str]:
+    """The kubeconfig files the client will read: the one given, else those of $KUBECONFIG
+    (a list), else ~/.kube/config; only those that exist (none: in-cluster)."""
+    if kubeconfig is not None:
+        return [kubeconfig]
+    import os
+
+    listed = os.environ.get("KUBECONFIG")
+    names = [n for n in listed.split(os.pathsep) if n] if listed else [
+        os.path.expanduser("~/.kube/config")]
+    return [name for name in names if os.path.isfile(name)]
+
+
+def check_kubeconfigs(files: list[str], context: str | None) -> None:
+    """Each kubeconfig file parses and has the structure the client reads, and the context
+    used (``context``, else the first current-context) is defined with its cluster;
+    InputError (InputProblems, one per problem) naming the file and the field otherwise."""
+    import yaml
+
+    from migrate.errors import InputProblems
+    from migrate.sources.schemas import KUBECONFIG
+    from migrate.sources.validate import Identity, check, problems_of
+
+    problems: list[InputError] = []
+    contexts: dict[str, Any] = {}
+    clusters: set[str] = set()
+    current: tuple[str, str] | None = None
+    for name in files:
+        try:
+            with open(name, encoding="utf-8") as handle:
+                data = yaml.safe_load(handle)
+        except OSError as exc:
+            problems.append(InputError(f"cannot read the kubeconfig: {exc.strerror}",
+                                       source=name))
+            continue
+        except UnicodeDecodeError:
+            problems.append(InputError("the kubeconfig is not a UTF-8 text file", source=name))
+            continue
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{name}:{mark.line + 1}" if mark is not None else name
+            problems.append(InputError("the kubeconfig is not valid YAML; was it cut short?",
+                                       source=where))
+            continue
+        if data is None:
+            data = {}
+        report = check(data, KUBECONFIG)
+        if not report.ok:
+            problems.extend(problems_of(report, name, Identity(None, "Config", None, None)))
+            continue
+        for item in data.get("contexts") or []:
+            contexts.setdefault(item["name"], (name, item["context"]))
+        clusters.update(item["name"] for item in data.get("clusters") or [])
+        if current is None and data.get("current-context"):
+            current = (name, data["current-context"])
+    if not problems and files:
+        wanted = (None, context) if context is not None else current
+        if wanted is not None and wanted[1] not in contexts:
+            known = ", ".join(sorted(contexts)) or "none"
+            problems.append(InputError(
+                f"names context {wanted[1]!r}, which no kubeconfig defines (contexts: {known})",
+                source=wanted[0] or ", ".join(files),
+                field="current-context" if wanted[0] else "--context"))
+        elif wanted is not None:
+            where, body = contexts[wanted[1]]
+            if body["cluster"] not in clusters:
+                problems.append(InputError(
+                    f"context {wanted[1]!r} names cluster {body['cluster']!r}, which no"
+                    " kubeconfig defines", source=where, field="contexts"))
+    if problems:
+        raise InputProblems(problems)
 
 
 class _ConnectionProblem(Exception):

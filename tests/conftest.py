@@ -12,8 +12,11 @@ from tests.user_text import _user_texts_carry_no_internal_references  # noqa: F4
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO / "testdata"
-SHARED = Path(os.environ.get("MIGRATE_SHARED") or REPO.parent / "shared")
-"""The shared reference folder; ``$MIGRATE_SHARED`` points elsewhere (a git worktree)."""
+SHARED = (Path(os.environ["MIGRATE_SHARED"]) if os.environ.get("MIGRATE_SHARED") else next(
+    (folder / "shared" for folder in (REPO.parent, REPO.parent.parent)
+     if (folder / "shared").is_dir()), REPO.parent / "shared"))
+"""The shared folder beside the repository (or beside the folder of worktrees);
+``$MIGRATE_SHARED`` points elsewhere."""
 
 
 @pytest.fixture(scope="session")

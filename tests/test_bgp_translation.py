@@ -343,7 +343,7 @@ def test_legacy_configmap_with_peers_is_not_deleted(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("doc", "field", "text"), [
     (_peer("p", holdTime="2s"), "spec.holdTime", "0 or at least 3s"),
     (_peer("p", holdTime="9s", keepaliveTime="10s"), "spec.keepaliveTime", "longer"),
-    (_peer("p", holdTime=90), "spec.holdTime", "not a duration"),
+    (_peer("p", holdTime=90), "spec.holdTime", "expected a string, got 90"),
     (_peer("p", peerASN=64512, ebgpMultiHop=True), "spec.ebgpMultiHop", "iBGP"),
     (_peer("p", password="x", passwordSecret={"name": "s"}), "spec.passwordSecret", "both"),
     (_peer("p", dynamicASN="internal"), "spec.dynamicASN", "together with peerASN"),

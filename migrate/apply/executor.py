@@ -293,6 +293,7 @@ def apply_stage(kube: Kube, plan: Plan, selector: str | int, *,
         raise BlockedError("the plan has ERROR findings and cannot be applied: "
                            + "; ".join(errors))
     store = StateStore(kube, options.state_namespace)
+    store.load()  # a state someone edited or cut short stops here, before the lock is taken
     with held_lock(kube, options.state_namespace, enabled=not options.dry_run,
                    duration=options.lock_duration) as guard:
         return _apply_locked(kube, plan, stage, store, options, reporter, guard)

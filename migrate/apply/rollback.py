@@ -321,10 +321,13 @@ def recorded_plan(kube: Kube, namespace: str) -> Plan | None:
     """The plan the cluster's migration was applied with, as apply recorded it (None when no
     migration, or one recorded by a version that did not store its plan)."""
     store = StateStore(kube, namespace)
-    data = store.read_plan(store.load())
+    state = store.load()
+    data = store.read_plan(state)
     if data is None:
         return None
-    return Plan.from_dict(data, origin=f"the plan recorded in namespace {namespace}")
+    parts = ", ".join(state.plan_parts)
+    return Plan.from_dict(data, origin=f"cluster: the plan recorded in ConfigMap {namespace}/"
+                          f"{parts}", digest=state.plan_digest)
 
 
 def rollback(kube: Kube, plan: Plan | None, *, to: str | int | None = None,
@@ -345,6 +348,9 @@ def rollback(kube: Kube, plan: Plan | None, *, to: str | int | None = None,
             raise BlockedError("no plan is recorded in the cluster for this migration; give"
                                " the plan file it was applied with (--plan)")
     floor = plan.stage(to).number if to is not None else 0
+    # A state or backup someone edited or cut short stops the rollback here, before the lock
+    # is taken (they are read again under the lock: another operator may have changed them).
+    _read_backups(store, _stages_to_undo(store.load(), plan, floor))
     with held_lock(kube, options.state_namespace, enabled=not options.dry_run,
                    duration=options.lock_duration) as guard:
         return _rollback_locked(kube, plan, floor, store, options, reporter, guard)
@@ -375,24 +381,37 @@ def _undo_recorded(kube: Kube, plan: Plan, store: StateStore, state: MigrationSt
     store.delete_backup(record.backup_parts)
 
 
+def _stages_to_undo(state: MigrationState, plan: Plan, floor: int) -> list[StageRecord]:
+    """The recorded stages after ``floor``, newest first."""
+    order = {stage.name: stage.number for stage in plan.stages}
+    return sorted((r for r in state.stages if order.get(r.name, 0) > floor),
+                  key=lambda r: order.get(r.name, 0), reverse=True)
+
+
+def _read_backups(store: StateStore, todo: list[StageRecord]) -> dict[str, Obj]:
+    """The backup of each stage to undo, read and checked."""
+    return {record.name: store.read_backup(record.backup_parts) for record in todo}
+
+
 def _rollback_locked(kube: Kube, plan: Plan, floor: int, store: StateStore,
                      options: ApplyOptions, reporter: Reporter,
                      guard: Callable[[], None]) -> RollbackResult:
     state = store.load()
-    if state.webhook_bypass and not options.dry_run:
-        restore_webhook_bypass(kube, store, state, reporter)
     if state.plan_digest and state.plan_digest != plan.digest():
         raise BlockedError(
             f"the cluster was migrated with another plan (digest {state.plan_digest});"
             " roll back with that plan"
         )
-    order = {stage.name: stage.number for stage in plan.stages}
-    todo = sorted((r for r in state.stages if order.get(r.name, 0) > floor),
-                  key=lambda r: order.get(r.name, 0), reverse=True)
+    todo = _stages_to_undo(state, plan, floor)
+    # Every backup is read (and checked) before the first write: one that was edited or cut
+    # short stops the rollback while nothing is changed yet.
+    backups = _read_backups(store, todo)
+    if state.webhook_bypass and not options.dry_run:
+        restore_webhook_bypass(kube, store, state, reporter)
     result = RollbackResult(dry_run=options.dry_run)
     undo = _Undo(kube, plan, store, state, options, reporter)
     for record in todo:
-        backup = store.read_backup(record.backup_parts)
+        backup = backups[record.name]
         reporter.event(f"undo {record.name}")
         if options.dry_run:
             undo.undo(record.name, backup)

@@ -8,24 +8,55 @@ it and a lost laptop loses nothing (design §5).
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as _dt
 import getpass
 import gzip
 import json
 import os
 import socket
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.errors import ClusterError
+from migrate.errors import ClusterError, InputProblems, InvalidDocument
 from migrate.kube import Kube
+from migrate.plan.model import TARGET_SCHEMA
+from migrate.sources import schemas as sch
+from migrate.sources.validate import Identity, check, problems_of
 
 STATE_NAME = "lbmigrate-state"
 BACKUP_PREFIX = "lbmigrate-backup"
 PLAN_PART = "plan"  # the plan is stored as lbmigrate-backup-plan-<n> (no stage has that name)
 STATE_LABELS = {"app.kubernetes.io/managed-by": "lbmigrate"}
 PART_BYTES = 700 * 1024  # a ConfigMap holds at most 1 MiB; stay well below
+STATE_KEY = "state.json"
+BACKUP_KEY = "backup.json.gz"
+STAGE_STATUSES = ("in-progress", "applied", "rolling-back")
 Obj = dict[str, Any]
+
+STATE_SCHEMA = sch.fields(
+    planDigest=sch.Maybe(sch.STR), planFingerprint=sch.Maybe(sch.STR),
+    stages=sch.ListOf(sch.fields(
+        required=("name", "status", "startedAt", "startedBy"),
+        name=sch.STR, status=sch.Scalar("string", enum=STAGE_STATUSES), startedAt=sch.STR,
+        startedBy=sch.STR, appliedAt=sch.Maybe(sch.STR), backupParts=sch.STRINGS,
+    )),
+    webhookBypass=sch.Maybe(sch.fields(required=("metadata",), metadata=sch.fields(
+        required=("name",), name=sch.STR))),
+    planParts=sch.STRINGS, history=sch.ListOf(sch.fields()),
+)
+"""What ``MigrationState.to_data`` writes under ``data[state.json]``."""
+BACKUP_SCHEMA = sch.fields(
+    required=("objects",), stage=sch.STR, takenAt=sch.STR,
+    objects=sch.ListOf(sch.fields(required=("target",), target=TARGET_SCHEMA,
+                                  object=sch.Maybe(sch.fields()))),
+)
+"""What apply writes in a stage's backup (``executor._backup_payload``)."""
+_CONFIGMAP = sch.fields(required=("metadata",), metadata=sch.fields(), data=sch.STRING_MAP,
+                        binaryData=sch.STRING_MAP)
+EDITED = ("was it edited or cut short? Restore it from a backup of the cluster, or undo the"
+          " migration by hand")
 
 
 def now_rfc3339() -> str:
@@ -101,12 +132,36 @@ class StateStore:
         self.kube = kube
         self.namespace = namespace
 
+    def _ident(self, name: str) -> Identity:
+        return Identity("v1", "ConfigMap", self.namespace, name)
+
+    def _invalid(self, name: str, field_path: str, message: str) -> InvalidDocument:
+        return InvalidDocument(source="cluster", kind="ConfigMap", namespace=self.namespace,
+                               name=name, field=field_path, message=message)
+
+    def _checked(self, value: Any, schema: sch.Spec, name: str, path: str) -> None:
+        report = check(value, schema, path)
+        if not report.ok:
+            error = InputProblems(list(problems_of(report, "cluster", self._ident(name))))
+            error.add_note(f"ConfigMap {self.namespace}/{name} is migrate's own record of the"
+                           f" migration: {EDITED}.")
+            raise error
+
     def load(self) -> MigrationState:
-        """The state (empty when none was recorded)."""
+        """The state (empty when none was recorded); InvalidDocument naming the ConfigMap and
+        the field when someone edited it or cut it short."""
         body = self.kube.try_get("v1", "ConfigMap", STATE_NAME, self.namespace)
         if body is None:
             return MigrationState()
-        data = json.loads((body.get("data") or {}).get("state.json") or "{}")
+        self._checked(body, _CONFIGMAP, STATE_NAME, "")
+        text = (body.get("data") or {}).get(STATE_KEY) or "{}"
+        where = f"data[{STATE_KEY}]"
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise self._invalid(STATE_NAME, where, f"is not valid JSON ({exc}); {EDITED}"
+                                ) from None
+        self._checked(data, STATE_SCHEMA, STATE_NAME, where)
         return MigrationState(
             plan_digest=data.get("planDigest"), plan_fingerprint=data.get("planFingerprint"),
             stages=[StageRecord.from_dict(s) for s in data.get("stages") or []],
@@ -148,7 +203,7 @@ class StateStore:
 
     def read_plan(self, state: MigrationState) -> Obj | None:
         """The plan recorded with the state, or None when none was recorded."""
-        return self.read_backup(state.plan_parts) if state.plan_parts else None
+        return self.read_backup(state.plan_parts, None) if state.plan_parts else None
 
     # -- backups ---------------------------------------------------------------------------
     def write_backup(self, stage: str, payload: Obj) -> list[str]:
@@ -173,10 +228,12 @@ class StateStore:
             names.append(name)
         return names
 
-    def read_backup(self, names: list[str]) -> Obj:
-        """A stage's backup, reassembled from its parts (ClusterError naming the missing part
-        and the stage when one was deleted by hand)."""
+    def read_backup(self, names: list[str], schema: sch.Spec | None = BACKUP_SCHEMA) -> Obj:
+        """A stage's backup, reassembled from its parts and checked against ``schema``
+        (ClusterError naming the missing part and the stage when one was deleted by hand,
+        InvalidDocument naming the part when one was edited or cut short)."""
         blob = b""
+        where = f"binaryData[{BACKUP_KEY}]"
         for name in names:
             body = self.kube.try_get("v1", "ConfigMap", name, self.namespace)
             if body is None:
@@ -188,9 +245,23 @@ class StateStore:
                     f"the backup of stage {stage} is gone (ConfigMap {self.namespace}/{name}"
                     " was deleted): it cannot be undone automatically. Restore that ConfigMap"
                     " from a cluster backup, or undo the stage by hand.")
-            blob += base64.b64decode((body.get("binaryData") or {}).get("backup.json.gz", ""))
-        data = json.loads(gzip.decompress(blob)) if blob else {}
-        return data if isinstance(data, dict) else {}
+            self._checked(body, _CONFIGMAP, name, "")
+            try:
+                blob += base64.b64decode((body.get("binaryData") or {}).get(BACKUP_KEY, ""),
+                                         validate=True)
+            except (binascii.Error, ValueError):
+                raise self._invalid(name, where, f"is not base64; {EDITED}") from None
+        first = names[0] if names else BACKUP_PREFIX
+        try:
+            data = json.loads(gzip.decompress(blob)) if blob else {}
+        except (OSError, EOFError, zlib.error, ValueError):
+            raise self._invalid(first, where, "does not decompress to the JSON apply wrote;"
+                                f" {EDITED}") from None
+        if not isinstance(data, dict):
+            raise self._invalid(first, where, f"holds no backup; {EDITED}")
+        if schema is not None:
+            self._checked(data, schema, first, where)
+        return data
 
     def delete_backup(self, names: list[str]) -> None:
         """Remove a stage's backup objects (those already gone are fine)."""

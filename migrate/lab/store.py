@@ -540,13 +540,22 @@ class Store:
 
         The snapshot's own CRDs come first; MetalLB/Cilium kinds it lacks come from
         :func:`migrate.lab.crds.default_crds`. Namespaces referenced but absent are created.
-        Returns the store and one line per document skipped (unknown kind, invalid, duplicate).
+        Returns the store and one line per document skipped (unknown kind, invalid, duplicate);
+        InputProblems (naming the file, object and field) for a snapshot that does not load:
+        a file that does not parse, a document that is not a storable object.
         """
+        from migrate.errors import InputProblems
         from migrate.lab.crds import default_crds
         from migrate.sources.files import load_documents
+        from migrate.sources.validate import check_object
 
         store = cls(clock, crds=False)
         docs = load_documents(list(paths))
+        # Checked where they enter, as migrate's readers check them: a document that is not
+        # an object a server could store is an error naming its file, object and field.
+        problems = [problem for doc in docs for problem in check_object(doc)]
+        if problems:
+            raise InputProblems(problems)
         skipped: list[str] = []
 
         def is_crd(body: Obj) -> bool:

@@ -19,7 +19,6 @@ from migrate.model.metallb import (
     BGPPeer,
     NamedOnly,
     ObjectRef,
-    _bool,
     _fail,
     _selectors,
     _str_list,
@@ -28,6 +27,11 @@ from migrate.model.selectors import matches
 
 if TYPE_CHECKING:
     from migrate.sources.snapshot import ClusterSnapshot
+
+
+def _flag(value: bool | None, default: bool) -> bool:
+    """A boolean field (its type checked where the document was read), or its default."""
+    return default if value is None else value
 
 MAX_ASN = 4294967295
 DYNAMIC_ASN_MODES = ("internal", "external")
@@ -174,7 +178,7 @@ def peer_view(peer: BGPPeer) -> PeerView:
         raise _fail(ref, "spec.peerAddress", "is required (or interface)")
     if address is not None and interface is not None:
         raise _fail(ref, "spec.interface", "cannot be set together with peerAddress")
-    multihop = _bool(ref, v2.get("ebgpMultiHop"), "spec.ebgpMultiHop", False)
+    multihop = _flag(v2.get("ebgpMultiHop"), False)
     if multihop and peer_asn and peer_asn == my_asn:
         raise _fail(ref, "spec.ebgpMultiHop", "is set for an iBGP peer (MetalLB refuses it)")
     # 0 is unset (179): v1beta1 allows it, and its conversion to v1beta2 carries it over.
@@ -201,12 +205,10 @@ def peer_view(peer: BGPPeer) -> PeerView:
         node_selectors=tuple(_selectors(ref, v2.get("nodeSelectors"), "spec.nodeSelectors")),
         has_password=bool(password), password_secret=secret,
         bfd_profile=str(bfd) if bfd else None,
-        graceful_restart=_bool(ref, v2.get("enableGracefulRestart"),
-                               "spec.enableGracefulRestart", False),
+        graceful_restart=_flag(v2.get("enableGracefulRestart"), False),
         ebgp_multihop=multihop, vrf=str(vrf) if vrf else None,
-        disable_mp=_bool(ref, v2.get("disableMP"), "spec.disableMP", False),
-        dual_stack=_bool(ref, v2.get("dualStackAddressFamily"), "spec.dualStackAddressFamily",
-                         False),
+        disable_mp=_flag(v2.get("disableMP"), False),
+        dual_stack=_flag(v2.get("dualStackAddressFamily"), False),
         pruned=pruned,
     )
 
@@ -365,8 +367,8 @@ def bfd_view(profile: NamedOnly) -> BFDView:
                                60000) or 300,
         detect_multiplier=_int(ref, spec.get("detectMultiplier"), "spec.detectMultiplier", 2,
                                255) or 3,
-        echo_mode=_bool(ref, spec.get("echoMode"), "spec.echoMode", False),
-        passive_mode=_bool(ref, spec.get("passiveMode"), "spec.passiveMode", False),
+        echo_mode=_flag(spec.get("echoMode"), False),
+        passive_mode=_flag(spec.get("passiveMode"), False),
     )
 
 

@@ -97,36 +97,26 @@ class Service:
 
 
 def parse_service(ref: ObjectRef, body: dict[str, Any]) -> Service:
-    """Read the fields of a Service that matter to the migration."""
-    metadata = body.get("metadata") or {}
+    """Read the fields of a Service that matter to the migration (its structure was checked
+    where it was read, ``migrate/sources/validate.py``)."""
+    metadata = body["metadata"]
     spec = body.get("spec") or {}
     status = body.get("status") or {}
-    if not isinstance(spec, dict) or not isinstance(metadata, dict):
-        raise InputError("spec and metadata must be objects", source=ref.origin, obj=str(ref))
-    annotations = metadata.get("annotations") or {}
-    labels = metadata.get("labels") or {}
-    ingress = ((status.get("loadBalancer") or {}) if isinstance(status, dict) else {}).get(
-        "ingress"
-    ) or []
-    ports = []
-    for port in spec.get("ports") or []:
-        if isinstance(port, dict) and "port" in port:
-            ports.append((str(port.get("protocol") or "TCP"), int(port["port"])))
+    ingress = (status.get("loadBalancer") or {}).get("ingress") or []
     return Service(
         ref=ref,
         body=body,
-        labels={str(k): str(v) for k, v in labels.items()},
-        annotations={str(k): str(v) for k, v in annotations.items()},
-        type=str(spec.get("type") or "ClusterIP"),
+        labels=dict(metadata.get("labels") or {}),
+        annotations=dict(metadata.get("annotations") or {}),
+        type=spec.get("type") or "ClusterIP",
         load_balancer_class=spec.get("loadBalancerClass"),
         load_balancer_ip=spec.get("loadBalancerIP") or None,
-        ingress_ips=tuple(
-            str(item["ip"]) for item in ingress if isinstance(item, dict) and item.get("ip")
-        ),
-        external_traffic_policy=str(spec.get("externalTrafficPolicy") or "Cluster"),
-        selector={str(k): str(v) for k, v in (spec.get("selector") or {}).items()},
-        ports=tuple(ports),
-        ip_families=tuple(str(f) for f in spec.get("ipFamilies") or []),
+        ingress_ips=tuple(item["ip"] for item in ingress if item.get("ip")),
+        external_traffic_policy=spec.get("externalTrafficPolicy") or "Cluster",
+        selector=dict(spec.get("selector") or {}),
+        ports=tuple((port.get("protocol") or "TCP", port["port"])
+                    for port in spec.get("ports") or []),
+        ip_families=tuple(spec.get("ipFamilies") or ()),
         ip_family_policy=spec.get("ipFamilyPolicy"),
     )
 
@@ -142,17 +132,15 @@ class Node:
 
 
 def parse_node(body: dict[str, Any]) -> Node:
-    """Read a Node object."""
-    metadata = body.get("metadata") or {}
+    """Read a Node object (its structure was checked where it was read)."""
+    metadata = body["metadata"]
     status = body.get("status") or {}
-    addresses = status.get("addresses") or []
     return Node(
-        name=str(metadata.get("name", "")),
-        labels={str(k): str(v) for k, v in (metadata.get("labels") or {}).items()},
+        name=metadata["name"],
+        labels=dict(metadata.get("labels") or {}),
         internal_ips=tuple(
-            str(a.get("address"))
-            for a in addresses
-            if isinstance(a, dict) and a.get("type") == "InternalIP"
+            a["address"] for a in status.get("addresses") or []
+            if a.get("type") == "InternalIP" and a.get("address")
         ),
         os_image=(status.get("nodeInfo") or {}).get("osImage"),
     )

@@ -1,7 +1,9 @@
 """Typed, validated views of MetalLB objects [M1]-[M4], [M7].
 
-Parsing is strict as MetalLB's own validation is: anything MetalLB would refuse raises
-InputError naming the file, the object and the field.
+The structure of every object (types, required fields, bounds) was checked where it was read
+(``migrate/sources/validate.py``, from MetalLB's CRDs); these views check what MetalLB's own
+validation adds (``internal/config/config.go``: address formats, duplicates, selector
+operators, ranges), raising InputError naming the file, the object and the field.
 """
 
 from __future__ import annotations
@@ -46,47 +48,40 @@ class ObjectRef:
             f"{self.kind} {self.name}"
         )
 
+    @property
+    def where(self) -> str:
+        """The document and the object, as the internal-error line names them."""
+        return f"{self.origin} ({self})"
+
 
 def _fail(ref: ObjectRef, field_path: str | None, message: str) -> InputError:
     return InputError(message, source=ref.origin, obj=str(ref), field=field_path)
 
 
-def _str_list(ref: ObjectRef, value: Any, field_path: str) -> list[str]:
-    if value is None:
+def _str_list(ref: ObjectRef, value: list[str] | None, field_path: str) -> list[str]:
+    if not value:
         return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _fail(ref, field_path, "must be a list of strings")
     if len(set(value)) != len(value):
         duplicate = next(v for v in value if value.count(v) > 1)
         raise _fail(ref, field_path, f"lists {duplicate!r} twice (MetalLB refuses duplicates)")
     return list(value)
 
 
-def _selectors(ref: ObjectRef, value: Any, field_path: str) -> list[dict[str, Any]]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _fail(ref, field_path, "must be a list of label selectors")
+def _selectors(ref: ObjectRef, value: list[dict[str, Any]] | None, field_path: str) -> list[
+    dict[str, Any]
+]:
     out = []
-    for index, item in enumerate(value):
+    for index, item in enumerate(value or []):
         try:
             out.append(normalise(item, f"{field_path}[{index}]"))
         except SelectorError as exc:
-            raise _fail(ref, f"{field_path}[{index}]", str(exc)) from None
+            raise _fail(ref, exc.field or f"{field_path}[{index}]", str(exc)) from None
     seen: list[dict[str, Any]] = []
     for item in out:
         if item in seen:
             raise _fail(ref, field_path, "holds the same selector twice (MetalLB refuses it)")
         seen.append(item)
     return out
-
-
-def _bool(ref: ObjectRef, value: Any, field_path: str, default: bool) -> bool:
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise _fail(ref, field_path, f"must be true or false, not {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -118,11 +113,9 @@ class IPAddressPool:
 
 def parse_pool(ref: ObjectRef, body: dict[str, Any]) -> IPAddressPool:
     """Validate an IPAddressPool (or legacy AddressPool) object."""
-    spec = body.get("spec")
-    if not isinstance(spec, dict):
-        raise _fail(ref, "spec", "is missing")
-    raw = spec.get("addresses")
-    if not isinstance(raw, list) or not raw:
+    spec = body["spec"]
+    raw = spec["addresses"]
+    if not raw:
         raise _fail(ref, "spec.addresses", "must be a non-empty list of CIDRs or ranges")
     addresses = []
     for index, text in enumerate(raw):
@@ -133,40 +126,25 @@ def parse_pool(ref: ObjectRef, body: dict[str, Any]) -> IPAddressPool:
     allocation = None
     raw_alloc = spec.get("serviceAllocation")
     if raw_alloc is not None:
-        if not isinstance(raw_alloc, dict):
-            raise _fail(ref, "spec.serviceAllocation", "must be an object")
-        priority = raw_alloc.get("priority", 0)
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise _fail(ref, "spec.serviceAllocation.priority", "must be an integer")
+        where = "spec.serviceAllocation"
         allocation = ServiceAllocation(
-            priority=priority,
-            namespaces=tuple(
-                _str_list(ref, raw_alloc.get("namespaces"), "spec.serviceAllocation.namespaces")
-            ),
-            namespace_selectors=tuple(
-                _selectors(
-                    ref,
-                    raw_alloc.get("namespaceSelectors"),
-                    "spec.serviceAllocation.namespaceSelectors",
-                )
-            ),
-            service_selectors=tuple(
-                _selectors(
-                    ref,
-                    raw_alloc.get("serviceSelectors"),
-                    "spec.serviceAllocation.serviceSelectors",
-                )
-            ),
+            priority=raw_alloc.get("priority") or 0,
+            namespaces=tuple(_str_list(ref, raw_alloc.get("namespaces"), f"{where}.namespaces")),
+            namespace_selectors=tuple(_selectors(ref, raw_alloc.get("namespaceSelectors"),
+                                                 f"{where}.namespaceSelectors")),
+            service_selectors=tuple(_selectors(ref, raw_alloc.get("serviceSelectors"),
+                                               f"{where}.serviceSelectors")),
         )
-    protocol = spec.get("protocol")
+    auto_assign = spec.get("autoAssign")
     return IPAddressPool(
         ref=ref,
         labels=_labels(body),
         addresses=tuple(addresses),
-        auto_assign=_bool(ref, spec.get("autoAssign"), "spec.autoAssign", True),
-        avoid_buggy_ips=_bool(ref, spec.get("avoidBuggyIPs"), "spec.avoidBuggyIPs", False),
+        auto_assign=True if auto_assign is None else auto_assign,
+        # the legacy AddressPool has no avoidBuggyIPs: the API server prunes it [M1]
+        avoid_buggy_ips=bool(spec.get("avoidBuggyIPs")) and ref.kind != "AddressPool",
         service_allocation=allocation,
-        legacy_protocol=protocol if isinstance(protocol, str) else None,
+        legacy_protocol=spec.get("protocol"),
     )
 
 
@@ -198,8 +176,6 @@ class L2Advertisement:
 def parse_l2advertisement(ref: ObjectRef, body: dict[str, Any]) -> L2Advertisement:
     """Validate an L2Advertisement object."""
     spec = body.get("spec") or {}
-    if not isinstance(spec, dict):
-        raise _fail(ref, "spec", "must be an object")
     return L2Advertisement(
         ref=ref,
         pool_names=tuple(_str_list(ref, spec.get("ipAddressPools"), "spec.ipAddressPools")),
@@ -234,13 +210,9 @@ class BGPAdvertisement:
 def parse_bgpadvertisement(ref: ObjectRef, body: dict[str, Any]) -> BGPAdvertisement:
     """Validate the parts of a BGPAdvertisement the migration relies on."""
     spec = body.get("spec") or {}
-    if not isinstance(spec, dict):
-        raise _fail(ref, "spec", "must be an object")
     for key, low, high in (("aggregationLength", 1, 32), ("aggregationLengthV6", 0, 128)):
         value = spec.get(key)
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high
-        ):
+        if value is not None and not low <= value <= high:  # internal/config/config.go
             raise _fail(ref, f"spec.{key}", f"must be an integer from {low} to {high}")
     return BGPAdvertisement(
         ref=ref,
@@ -298,8 +270,7 @@ class NamedOnly:
 
 
 def _labels(body: dict[str, Any]) -> dict[str, str]:
-    labels = (body.get("metadata") or {}).get("labels") or {}
-    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+    return dict(body["metadata"].get("labels") or {})
 
 
 def check_name(ref: ObjectRef) -> None:

@@ -9,39 +9,40 @@ OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
 class SelectorError(ValueError):
-    """A label selector the API server would refuse."""
+    """A label selector the API server would refuse; ``field`` is where, when known."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
-def normalise(selector: Any, field: str) -> dict[str, Any]:
-    """Validate a LabelSelector and return it as a plain dict (raises SelectorError)."""
-    if selector is None:
+def normalise(selector: Mapping[str, Any] | None, field: str) -> dict[str, Any]:
+    """Validate a LabelSelector whose structure was checked where it was read
+    (``migrate/sources/validate.py``) and return it as a plain dict (raises SelectorError
+    for what the API server refuses: an unknown operator, values that do not fit it)."""
+    if not selector:
         return {}
-    if not isinstance(selector, dict):
-        raise SelectorError(f"{field} must be a label selector object")
     out: dict[str, Any] = {}
     labels = selector.get("matchLabels")
     if labels:
-        if not isinstance(labels, dict):
-            raise SelectorError(f"{field}.matchLabels must be a mapping")
-        out["matchLabels"] = {str(k): str(v) for k, v in labels.items()}
+        out["matchLabels"] = dict(labels)
     expressions = selector.get("matchExpressions")
     if expressions:
-        if not isinstance(expressions, list):
-            raise SelectorError(f"{field}.matchExpressions must be a list")
         checked = []
         for index, expr in enumerate(expressions):
             where = f"{field}.matchExpressions[{index}]"
-            if not isinstance(expr, dict) or "key" not in expr:
-                raise SelectorError(f"{where} needs a key")
-            operator = expr.get("operator")
+            operator = expr["operator"]
             if operator not in OPERATORS:
-                raise SelectorError(f"{where}.operator {operator!r} is not one of {OPERATORS}")
-            values = [str(v) for v in expr.get("values") or []]
+                raise SelectorError(f"{operator!r} is not one of {', '.join(OPERATORS)}",
+                                    f"{where}.operator")
+            values = list(expr.get("values") or [])
             if operator in ("In", "NotIn") and not values:
-                raise SelectorError(f"{where}.values must not be empty for {operator}")
+                raise SelectorError(
+                    f"must not be empty for {operator}" if "values" in expr
+                    else f"is required for {operator}", f"{where}.values")
             if operator in ("Exists", "DoesNotExist") and values:
-                raise SelectorError(f"{where}.values must be empty for {operator}")
-            item: dict[str, Any] = {"key": str(expr["key"]), "operator": operator}
+                raise SelectorError(f"must be empty for {operator}", f"{where}.values")
+            item: dict[str, Any] = {"key": expr["key"], "operator": operator}
             if values:
                 item["values"] = values
             checked.append(item)

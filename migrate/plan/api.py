@@ -95,29 +95,43 @@ def make_plan(snapshot: ClusterSnapshot, *, cilium: str | None = None,
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:
-    """Write a plan file: JSON when the name ends in .json (faster for large plans), else YAML."""
+    """Write a plan file: JSON when the name ends in .json (faster for large plans), else YAML.
+    The file carries its digest (``Plan.to_file``)."""
     if str(path).endswith(".json"):
         import json
 
-        Path(path).write_text(json.dumps(plan.to_dict(), indent=1) + "\n")
+        Path(path).write_text(json.dumps(plan.to_file(), indent=1) + "\n")
         return
-    Path(path).write_text(yaml.dump(plan.to_dict(), Dumper=_DUMPER, sort_keys=False, width=100))
+    Path(path).write_text(yaml.dump(plan.to_file(), Dumper=_DUMPER, sort_keys=False, width=100))
 
 
 def load_plan(path: str | Path) -> Plan:
-    """Read a plan file (InputError naming the file when it is not a plan)."""
+    """Read a plan file written by ``save_plan``: InputError naming the file when it cannot be
+    read, does not parse, is not a plan, or was changed or cut short after it was written."""
+    source = str(path)
     try:
-        text = Path(path).read_text()
-        if str(path).endswith(".json"):
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError("not a UTF-8 text file (not a plan)", source=source) from None
+    except OSError as exc:
+        raise InputError(f"cannot read the plan: {exc.strerror}", source=source) from None
+    try:
+        if source.endswith(".json"):
             import json
 
             data = json.loads(text)
         else:
             data = yaml.load(text, Loader=_LOADER)
-    except ValueError:
-        raise InputError("the plan file is not valid JSON", source=str(path)) from None
-    except OSError as exc:
-        raise InputError(f"cannot read the plan: {exc.strerror}", source=str(path)) from None
-    except yaml.YAMLError:
-        raise InputError("the plan file is not valid YAML", source=str(path)) from None
-    return Plan.from_dict(data, origin=str(path))
+    except ValueError as exc:
+        raise InputError(f"the plan file is not valid JSON ({exc}); was it cut short?",
+                         source=source) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise InputError("the plan file is not valid YAML; was it cut short?",
+                         source=where) from None
+    if isinstance(data, dict) and data.get("kind") == "MigrationPlan" and "digest" not in data:
+        raise InputError("the plan has no digest: it was cut short, edited, or written by an"
+                         " older migrate; make a new plan with migrate plan --out",
+                         source=source, field="digest")
+    return Plan.from_dict(data, origin=source)

@@ -25,6 +25,7 @@ from migrate.preflight.inventory import (
 )
 from migrate.preflight.known_bugs import known_bugs
 from migrate.sources.snapshot import ClusterSnapshot
+from migrate.sources.validate import reads
 from migrate.translate.translator import (
     SOURCE_ANNOTATION,
     ServicePin,
@@ -825,6 +826,8 @@ def snapshot_fingerprint(snapshot: ClusterSnapshot) -> str:
     """A hash of everything the plan depends on (views of the objects read)."""
     relevant = []
     for doc in snapshot.documents:
+        if not reads(doc.body):  # only kinds the tool reads; any other is passed over
+            continue
         kind = doc.body.get("kind")
         if kind in ("Event", "Lease", "Pod", "EndpointSlice", "Endpoints", "Node",
                     "ServiceL2Status", "CustomResourceDefinition"):

@@ -8,14 +8,61 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.errors import InputError
+from migrate.errors import InputError, InputProblems
 from migrate.model.findings import Finding, Severity
+from migrate.sources import schemas as sch
+from migrate.sources.validate import Identity, check, problems_of
 
 SCHEMA_VERSION = 1
 STAGE_NAMES = ("preflight", "pin", "freeze-metallb", "ipam-handover", "l2-canary",
                "l2-cutover", "decommission")
 """Every stage a plan may have, in order; ``l2-canary`` only with ``migrate plan --canary``."""
+VERBS = ("create", "delete", "patch", "scale", "wait")
 Obj = dict[str, Any]
+
+TARGET_SCHEMA = sch.fields(required=("apiVersion", "kind", "name"), apiVersion=sch.STR,
+                     kind=sch.STR, name=sch.STR, namespace=sch.STR)
+_BODY = sch.fields(required=("apiVersion", "kind", "metadata"), apiVersion=sch.STR,
+                   kind=sch.STR, metadata=sch.fields(required=("name",), name=sch.STR,
+                                                     namespace=sch.STR))
+_MAPPING = sch.fields()
+_COUNT = sch.Scalar("integer", minimum=0)
+PLAN_SCHEMA = sch.fields(
+    sch.REFUSE,
+    ("schemaVersion", "kind", "fingerprint", "ciliumVersion", "metallbNamespace",
+     "ciliumNamespace", "stages"),
+    schemaVersion=sch.INT, kind=sch.STR, digest=sch.STR, fingerprint=sch.STR,
+    ciliumVersion=sch.STR, metallbNamespace=sch.STR, ciliumNamespace=sch.STR, source=sch.STR,
+    context=sch.fields(
+        services=sch.STRINGS, announced=sch.MapOf(sch.Maybe(sch.STRINGS)),
+        poolIPs=sch.MapOf(_COUNT), poolApiVersion=sch.STR, webhook=sch.Maybe(sch.STR),
+        manualLastStep=sch.Maybe(sch.STR),
+        canary=sch.fields(pool=sch.STR, services=sch.STRINGS, advertisements=sch.STRINGS),
+        metallbController=sch.fields(replicas=_COUNT),
+        ciliumOperator=sch.fields(replicas=_COUNT),
+    ),
+    expectedIPs=sch.MapOf(sch.STRINGS),
+    findings=sch.ListOf(sch.fields(
+        sch.REFUSE, ("severity", "code", "object", "message"),
+        severity=sch.Scalar("string", enum=tuple(s.value for s in Severity)), code=sch.STR,
+        object=sch.STR, field=sch.Maybe(sch.STR), message=sch.STR, source=sch.STR,
+    )),
+    stages=sch.ListOf(sch.fields(
+        sch.REFUSE, ("number", "name", "actions"),
+        number=_COUNT, name=sch.Scalar("string", enum=STAGE_NAMES), title=sch.STR, why=sch.STR,
+        checksBefore=sch.STRINGS, checksAfter=sch.STRINGS,
+        actions=sch.ListOf(sch.fields(
+            sch.REFUSE, ("verb", "target"),
+            verb=sch.Scalar("string", enum=VERBS), target=TARGET_SCHEMA, description=sch.STR,
+            before=_MAPPING, after=_MAPPING, patch=_MAPPING, body=_BODY, replicas=_COUNT,
+            wait=sch.Fields({"for": sch.STR, "timeout": sch.Scalar("number"),
+                             "replicas": _COUNT, "services": sch.STRINGS},
+                            frozenset(("for",))),
+        )),
+    )),
+)
+"""What a plan file holds, as ``Plan.to_dict`` writes it (a field it does not write is
+refused: the file was edited or comes from another version)."""
 
 
 @dataclass(frozen=True)
@@ -180,19 +227,44 @@ class Plan:
 
     def digest(self) -> str:
         """A hash of the plan's content (what apply records as the plan it ran)."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return content_digest(self.to_dict())
+
+    def to_file(self) -> Obj:
+        """What a plan file holds: ``to_dict`` and its digest (near the top, where a cut
+        leaves it), so that a file edited or cut short after ``migrate plan`` wrote it is
+        refused before anything is done."""
+        content = self.to_dict()
+        head = {key: content.pop(key) for key in ("schemaVersion", "kind")}
+        return {**head, "digest": self.digest(), **content}
 
     @classmethod
-    def from_dict(cls, data: Obj, *, origin: str = "plan") -> Plan:
-        """Load a plan written by ``to_dict`` (InputError for another schema)."""
+    def from_dict(cls, data: Any, *, origin: str = "plan", digest: str | None = None) -> Plan:
+        """Load a plan written by ``to_dict`` or ``to_file``, checked against
+        ``PLAN_SCHEMA``; InputError (InputProblems, one per field) naming ``origin`` for
+        another schema or a structure that is not a plan's. With ``digest`` (the one apply
+        recorded), or a ``digest`` field in ``data``, the content must hash to it; that is
+        checked first, as one line: a plan cut short or edited is not worth a list of the
+        fields it lacks."""
         if not isinstance(data, dict) or data.get("kind") != "MigrationPlan":
-            raise InputError("not a migrate plan (kind MigrationPlan)", source=origin)
+            raise InputError("not a migrate plan (kind MigrationPlan); was the file cut short"
+                             " or is it another file?", source=origin)
         if data.get("schemaVersion") != SCHEMA_VERSION:
             raise InputError(
                 f"plan schema version {data.get('schemaVersion')} is not {SCHEMA_VERSION};"
                 " run migrate plan again", source=origin, field="schemaVersion",
             )
+        content = {k: v for k, v in data.items() if k != "digest"}
+        expected = data.get("digest") or digest
+        if expected is not None and content_digest(content) != expected:
+            raise InputError(
+                "the plan was changed or cut short after migrate plan wrote it (its content"
+                " does not match its digest): make a new plan with migrate plan --out",
+                source=origin, field="digest",
+            )
+        report = check(data, PLAN_SCHEMA)
+        if not report.ok:
+            raise InputProblems(list(problems_of(
+                report, origin, Identity(None, "MigrationPlan", None, None))))
         findings = [
             Finding(Severity(f["severity"]), f["code"], f["object"], f.get("field"),
                     f["message"], f.get("source"))
@@ -219,6 +291,13 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             out[key] = merge_patch(out.get(key), value)
     return out
+
+
+def content_digest(value: Any) -> str:
+    """The hash of a plan's content that ``Plan.digest`` and plan files carry (a value JSON
+    does not know, in a file someone edited, is hashed as its text)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def canonical_digest(value: Any) -> str:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from migrate.errors import InputError
+from migrate.errors import InputError, InputProblems, InvalidDocument
 
 # The C loader and dumper are several times faster; fall back where libyaml is missing.
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -37,6 +37,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
 def load_yaml(text: str) -> Any:
     """One YAML document, read as Kubernetes reads it (no base-60 numbers)."""
     return yaml.load(text, Loader=_Loader)
+
 
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -79,23 +80,28 @@ def _parse_stream(text: str, origin: str) -> list[Any]:
 
 
 def _flatten(doc: Any, origin: str) -> Iterator[SourceDocument]:
+    """The mapping documents of one YAML document: itself, or the items of a ``kind: List``
+    (items that are not mappings are passed over, as any non-mapping document is)."""
     if not isinstance(doc, dict):
         return
-    if doc.get("kind") == "List" or (
-        isinstance(doc.get("kind"), str)
-        and doc["kind"].endswith("List")
-        and isinstance(doc.get("items"), list)
+    kind, items = doc.get("kind"), doc.get("items")
+    if kind == "List" or (
+        isinstance(kind, str) and kind.endswith("List") and isinstance(items, list)
         and "apiVersion" in doc
     ):
-        for index, item in enumerate(doc.get("items") or [], start=1):
+        if items is not None and not isinstance(items, list):
+            raise InvalidDocument(source=origin, field="items", expected="a list", found=items,
+                                  kind="List")
+        for index, item in enumerate(items or []):
             if isinstance(item, dict):
-                yield SourceDocument(f"{origin} items[{index - 1}]", item)
+                yield SourceDocument(f"{origin} items[{index}]", item)
         return
     yield SourceDocument(origin, doc)
 
 
 def parse_text(text: str, origin: str) -> list[SourceDocument]:
-    """Parse a YAML/JSON stream into its mapping documents (``kind: List`` flattened)."""
+    """Parse a YAML/JSON stream into its mapping documents (``kind: List`` flattened); the
+    origin of each is ``file#N`` (N counts from 1) when the stream holds several."""
     docs = _parse_stream(text, origin)
     several = sum(1 for d in docs if d is not None) > 1
     out: list[SourceDocument] = []
@@ -105,11 +111,32 @@ def parse_text(text: str, origin: str) -> list[SourceDocument]:
     return out
 
 
-def load_documents(paths: Sequence[str | Path]) -> list[SourceDocument]:
-    """Read every mapping document from the given files and folders, in a stable order."""
+def read_documents(paths: Sequence[str | Path]) -> tuple[list[SourceDocument], list[InputError]]:
+    """Every mapping document of the given files and folders, in a stable order, and the
+    problems of the files that could not be read (each naming its file), so that a run can
+    report them all together."""
     out: list[SourceDocument] = []
-    for path in iter_files(paths):
-        out.extend(load_file(path))
+    problems: list[InputError] = []
+    for raw in paths:
+        try:
+            files = list(iter_files([raw]))
+        except InputError as error:
+            problems.append(error)
+            continue
+        for path in files:
+            try:
+                out.extend(load_file(path))
+            except InputError as error:
+                problems.append(error)
+    return out, problems
+
+
+def load_documents(paths: Sequence[str | Path]) -> list[SourceDocument]:
+    """Read every mapping document from the given files and folders, in a stable order
+    (InputProblems naming every file that cannot be read)."""
+    out, problems = read_documents(paths)
+    if problems:
+        raise InputProblems(problems)
     return out
 
 

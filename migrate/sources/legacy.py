@@ -1,7 +1,10 @@
 """MetalLB's legacy configuration (≤ v0.12): ConfigMap, bare body, Helm ``configInline``.
 
-The legacy body is turned into the CRD-shaped objects MetalLB's own converter
-(``configmaptocrs``) would write [M7], so the rest of the tool sees one model.
+The legacy body is checked against its description (``schemas.LEGACY_CONFIG``: MetalLB parsed
+it strictly) and then turned into the CRD-shaped objects MetalLB's own converter
+(``configmaptocrs``) would write [M7], so the rest of the tool sees one model. Each converted
+object says which legacy field each of its fields came from, so that a problem found later
+(an address, a duplicate name) names the field the user wrote.
 """
 
 from __future__ import annotations
@@ -11,20 +14,15 @@ from typing import Any
 
 import yaml
 
-from migrate.errors import InputError
+from migrate.errors import InputError, InputProblems, describe_object
 from migrate.model.bgp import go_duration_seconds
 from migrate.model.metallb import sanitise_legacy_name
+from migrate.sources import schemas
 from migrate.sources.files import load_yaml
+from migrate.sources.validate import Identity, check, join, problems_of
 
 # Records a legacy pool's original name, which Services still use in address-pool annotations.
 LEGACY_NAME_ANNOTATION = "lbmigrate.io/legacy-pool-name"
-LEGACY_KEYS = {"peers", "bgp-communities", "bfd-profiles", "address-pools"}
-POOL_KEYS = {"name", "protocol", "addresses", "auto-assign", "avoid-buggy-ips",
-             "bgp-advertisements"}
-BGP_AD_KEYS = {"aggregation-length", "aggregation-length-v6", "localpref", "communities"}
-PEER_KEYS = {"peer-address", "peer-asn", "my-asn", "peer-port", "source-address", "router-id",
-             "hold-time", "keepalive-time", "password", "bfd-profile", "ebgp-multihop",
-             "node-selectors"}
 # Legacy peer keys copied 1:1 into the BGPPeer spec, as configmaptocrs does [M7].
 PEER_RENAMES = {"my-asn": "myASN", "peer-asn": "peerASN", "peer-address": "peerAddress",
                 "source-address": "sourceAddress", "peer-port": "peerPort",
@@ -36,170 +34,177 @@ BFD_KEYS = {"receive-interval": "receiveInterval", "transmit-interval": "transmi
 
 
 @dataclass(frozen=True)
+class Derivation:
+    """Where a converted object came from: the document, the object that holds the legacy
+    configuration (if any), and which legacy field each CRD field was converted from."""
+
+    source: str
+    obj: str | None
+    base: str
+    """The legacy field the whole object was converted from (``data.config.peers[0]``)."""
+    fields: tuple[tuple[str, str], ...] = ()
+    """(CRD field, legacy field) pairs: ``("spec.addresses", "...address-pools[0].addresses")``."""
+
+    def field_of(self, crd_field: str | None) -> str:
+        """The legacy field a CRD field (``spec.addresses[1]``) was converted from."""
+        if crd_field:
+            for prefix, legacy_field in sorted(self.fields, key=lambda f: -len(f[0])):
+                rest = crd_field[len(prefix):]
+                if crd_field.startswith(prefix) and (not rest or rest[0] in ".["):
+                    return legacy_field + rest
+        return self.base
+
+    def relocate(self, error: InputError) -> InputError:
+        """The same problem, naming the legacy object and field instead of the converted one."""
+        return InputError(error.message, source=self.source, obj=self.obj,
+                          field=self.field_of(error.field))
+
+
+@dataclass(frozen=True)
 class LegacyObject:
     """A CRD-shaped body converted from the legacy configuration, and where it came from."""
 
     origin: str
     body: dict[str, Any]
+    derivation: Derivation
 
 
-def looks_legacy(body: Any) -> bool:
+def looks_legacy(body: dict[str, Any]) -> bool:
     """A mapping that is a bare legacy config body: ``address-pools`` or ``peers``, no kind."""
     return (
-        isinstance(body, dict)
-        and "kind" not in body
+        "kind" not in body
         and "apiVersion" not in body
         and ("address-pools" in body or "peers" in body)
     )
 
 
-def parse_config_text(text: Any, origin: str, where: str) -> dict[str, Any]:
-    """Parse the ``config`` value of a legacy ConfigMap (or a ``configInline`` string)."""
-    if isinstance(text, dict):
-        return text
-    if not isinstance(text, str):
-        raise InputError("must be a YAML document", source=origin, field=where)
-    try:
-        body = load_yaml(text)
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"not valid YAML: {problem}", source=origin, field=where) from None
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise InputError("must be a mapping", source=origin, field=where)
-    return body
+def legacy_config(value: Any, *, source: str, ident: Identity, where: str,
+                  metallb_owned: bool) -> dict[str, Any] | None:
+    """The legacy config body held by ``value`` (YAML text, or already a mapping), checked
+    against ``schemas.LEGACY_CONFIG``; None when ``value`` is not MetalLB's configuration.
+
+    A mapping with ``address-pools`` or ``peers`` is MetalLB's; so is anything held by an
+    object that is MetalLB's (``metallb_owned``: its ConfigMap, its Helm release), where text
+    that is not YAML is a problem rather than someone else's configuration. Raises
+    InputProblems naming ``where`` and below.
+    """
+    parsed = value
+    if isinstance(value, str):
+        try:
+            parsed = load_yaml(value)  # as Kubernetes reads it: 64512:10 stays a string
+        except yaml.YAMLError as exc:
+            if not metallb_owned:
+                return None
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise InputProblems([InputError(
+                f"not valid YAML: {problem}", source=source, field=where,
+                obj=describe_object(ident.kind, ident.namespace, ident.name))]) from None
+    if parsed is None:
+        return None
+    mine = isinstance(parsed, dict) and ("address-pools" in parsed or "peers" in parsed)
+    if not (mine or metallb_owned):
+        return None
+    report = check(parsed, schemas.LEGACY_CONFIG, where)
+    if not report.ok:
+        raise InputProblems(list(problems_of(report, source, ident)))
+    return parsed if mine else None
 
 
-def convert(config: dict[str, Any], *, origin: str, namespace: str, where: str) -> list[
-    LegacyObject
-]:
-    """Convert a legacy config body into CRD-shaped MetalLB objects (configmaptocrs rules) [M7]."""
-    unknown = set(config) - LEGACY_KEYS
-    if unknown:
-        key = sorted(unknown)[0]
-        raise InputError(
-            f"unknown key {key!r} (MetalLB ≤0.12 parses its config strictly)",
-            source=origin,
-            field=f"{where}.{key}",
-        )
+def convert(config: dict[str, Any], *, origin: str, namespace: str, where: str,
+            source: str, obj: str | None) -> list[LegacyObject]:
+    """Convert a checked legacy config body into CRD-shaped MetalLB objects (configmaptocrs
+    rules) [M7]. ``origin`` names the objects in findings; ``source``, ``obj`` and ``where``
+    (the config body's own path) are what a problem names."""
     out: list[LegacyObject] = []
-    pools = config.get("address-pools") or []
-    if not isinstance(pools, list):
-        raise InputError("must be a list", source=origin, field=f"{where}.address-pools")
     l2_count = 0
     bgp_count = 0
-    for index, pool in enumerate(pools):
-        field = f"{where}.address-pools[{index}]"
-        if not isinstance(pool, dict):
-            raise InputError("must be a mapping", source=origin, field=field)
-        extra = set(pool) - POOL_KEYS
-        if extra:
-            raise InputError(f"unknown key {sorted(extra)[0]!r}", source=origin, field=field)
-        name = pool.get("name")
-        if not isinstance(name, str) or not name:
-            raise InputError("is required", source=origin, field=f"{field}.name")
-        protocol = pool.get("protocol")
-        if protocol not in ("layer2", "bgp"):
-            raise InputError(
-                f"must be layer2 or bgp, not {protocol!r}", source=origin,
-                field=f"{field}.protocol",
-            )
+
+    def derived(base: str, **pairs: str) -> Derivation:
+        return Derivation(source, obj, base, tuple(
+            (crd.replace("__", "."), join(base, legacy)) for crd, legacy in pairs.items()))
+
+    for index, pool in enumerate(config.get("address-pools") or []):
+        path = f"{join(where, 'address-pools')}[{index}]"
+        name = pool["name"]
+        protocol = pool["protocol"]
         if protocol == "layer2" and pool.get("bgp-advertisements"):
-            raise InputError(
-                "is only allowed on bgp pools", source=origin,
-                field=f"{field}.bgp-advertisements",
-            )
+            raise InputError("is only allowed on bgp pools", source=source, obj=obj,
+                             field=join(path, "bgp-advertisements"))
         pool_name = sanitise_legacy_name(name)
-        pool_origin = f"{origin} ({field})"
-        spec: dict[str, Any] = {"addresses": pool.get("addresses")}
-        if "auto-assign" in pool:
+        pool_origin = f"{origin} ({path})"
+        spec: dict[str, Any] = {"addresses": pool["addresses"]}
+        if pool.get("auto-assign") is not None:
             spec["autoAssign"] = pool["auto-assign"]
-        if "avoid-buggy-ips" in pool:
+        if pool.get("avoid-buggy-ips") is not None:
             spec["avoidBuggyIPs"] = pool["avoid-buggy-ips"]
         pool_body = _crd("IPAddressPool", pool_name, namespace, spec)
         if pool_name != name:
             pool_body["metadata"]["annotations"] = {LEGACY_NAME_ANNOTATION: name}
-        out.append(LegacyObject(pool_origin, pool_body))
+        out.append(LegacyObject(pool_origin, pool_body, derived(
+            path, metadata__name="name", spec__addresses="addresses",
+            spec__autoAssign="auto-assign", spec__avoidBuggyIPs="avoid-buggy-ips")))
         if protocol == "layer2":
             l2_count += 1
             out.append(LegacyObject(pool_origin, _crd(
                 "L2Advertisement", f"l2advertisement{l2_count}", namespace,
                 {"ipAddressPools": [pool_name]},
-            )))
+            ), derived(path, spec__ipAddressPools="name")))
             continue
-        ads = pool.get("bgp-advertisements") or [{}]
+        ads = pool.get("bgp-advertisements") or [None]
         for ad_index, ad in enumerate(ads):
-            if not isinstance(ad, dict) or set(ad) - BGP_AD_KEYS:
-                raise InputError(
-                    "must be a mapping of aggregation-length, aggregation-length-v6, localpref,"
-                    " communities", source=origin, field=f"{field}.bgp-advertisements[{ad_index}]",
-                )
             bgp_count += 1
             ad_spec: dict[str, Any] = {"ipAddressPools": [pool_name]}
             for old, new in (("aggregation-length", "aggregationLength"),
                              ("aggregation-length-v6", "aggregationLengthV6"),
                              ("localpref", "localPref"), ("communities", "communities")):
-                if old in ad:
+                if ad and ad.get(old) is not None:
                     ad_spec[new] = ad[old]
+            ad_path = path if ad is None else f"{join(path, 'bgp-advertisements')}[{ad_index}]"
             out.append(LegacyObject(pool_origin, _crd(
                 "BGPAdvertisement", f"bgpadvertisement{bgp_count}", namespace, ad_spec,
-            )))
+            ), derived(ad_path, spec__aggregationLength="aggregation-length",
+                       spec__aggregationLengthV6="aggregation-length-v6",
+                       spec__localPref="localpref", spec__communities="communities")))
     for index, peer in enumerate(config.get("peers") or []):
-        field = f"{where}.peers[{index}]"
-        if not isinstance(peer, dict):
-            raise InputError("must be a mapping", source=origin, field=field)
-        extra = set(peer) - PEER_KEYS
-        if extra:
-            raise InputError(f"unknown key {sorted(extra)[0]!r}", source=origin, field=field)
-        for key in ("my-asn", "peer-asn", "peer-address"):
-            if key not in peer:
-                raise InputError("is required", source=origin, field=f"{field}.{key}")
-        out.append(LegacyObject(f"{origin} ({field})", _crd(
-            "BGPPeer", f"peer{index + 1}", namespace, _peer_spec(peer, origin, field),
-            version="v1beta2",
-        )))
+        path = f"{join(where, 'peers')}[{index}]"
+        spec = _peer_spec(peer, source=source, obj=obj, path=path)
+        renamed = {f"spec__{new}": old for old, new in PEER_RENAMES.items()}
+        out.append(LegacyObject(f"{origin} ({path})", _crd(
+            "BGPPeer", f"peer{index + 1}", namespace, spec, version="v1beta2",
+        ), derived(path, **renamed, spec__holdTime="hold-time",
+                   spec__keepaliveTime="keepalive-time", spec__nodeSelectors="node-selectors")))
     for index, profile in enumerate(config.get("bfd-profiles") or []):
-        field = f"{where}.bfd-profiles[{index}]"
-        if not isinstance(profile, dict) or not profile.get("name"):
-            raise InputError("needs a name", source=origin, field=field)
-        extra = set(profile) - {"name", *BFD_KEYS}
-        if extra:
-            raise InputError(f"unknown key {sorted(extra)[0]!r}", source=origin, field=field)
-        out.append(LegacyObject(f"{origin} ({field})", _crd(
-            "BFDProfile", sanitise_legacy_name(str(profile["name"])), namespace,
+        path = f"{join(where, 'bfd-profiles')}[{index}]"
+        out.append(LegacyObject(f"{origin} ({path})", _crd(
+            "BFDProfile", sanitise_legacy_name(profile["name"]), namespace,
             {new: profile[old] for old, new in BFD_KEYS.items() if old in profile},
-        )))
+        ), derived(path, metadata__name="name",
+                   **{f"spec__{new}": old for old, new in BFD_KEYS.items()})))
     communities = config.get("bgp-communities")
     if communities:
-        if not isinstance(communities, dict):
-            raise InputError("must be a mapping", source=origin, field=f"{where}.bgp-communities")
-        out.append(LegacyObject(f"{origin} ({where}.bgp-communities)", _crd(
+        path = join(where, "bgp-communities")
+        out.append(LegacyObject(f"{origin} ({path})", _crd(
             "Community", "communities", namespace,
-            {"communities": [{"name": k, "value": str(v)} for k, v in sorted(communities.items())]},
-        )))
+            {"communities": [{"name": k, "value": v} for k, v in sorted(communities.items())]},
+        ), derived(path)))
     return out
 
 
-def _peer_spec(peer: dict[str, Any], origin: str, field: str) -> dict[str, Any]:
-    """A legacy peer as configmaptocrs writes it: hold time always set (90s when absent) and
-    rounded to whole seconds, keepalive only when given, selectors as LabelSelectors [M7]."""
+def _peer_spec(peer: dict[str, Any], *, source: str, obj: str | None,
+               path: str) -> dict[str, Any]:
+    """A checked legacy peer as configmaptocrs writes it: hold time always set (90s when
+    absent) and rounded to whole seconds, keepalive only when given, selectors as
+    LabelSelectors [M7]."""
     spec = {new: peer[old] for old, new in PEER_RENAMES.items() if peer.get(old) is not None}
-    hold = _whole_seconds(peer.get("hold-time"), origin, f"{field}.hold-time")
+    hold = _whole_seconds(peer.get("hold-time"), source=source, obj=obj,
+                          field=join(path, "hold-time"))
     spec["holdTime"] = f"{90 if hold is None else hold}s"
-    keepalive = _whole_seconds(peer.get("keepalive-time"), origin, f"{field}.keepalive-time")
+    keepalive = _whole_seconds(peer.get("keepalive-time"), source=source, obj=obj,
+                               field=join(path, "keepalive-time"))
     if keepalive is not None:
         spec["keepaliveTime"] = f"{keepalive}s"
-    selectors = peer.get("node-selectors") or []
-    if not isinstance(selectors, list):
-        raise InputError("must be a list", source=origin, field=f"{field}.node-selectors")
     converted = []
-    for index, selector in enumerate(selectors):
-        where = f"{field}.node-selectors[{index}]"
-        if not isinstance(selector, dict) or set(selector) - {"match-labels",
-                                                              "match-expressions"}:
-            raise InputError("must be a mapping of match-labels, match-expressions",
-                             source=origin, field=where)
+    for selector in peer.get("node-selectors") or []:
         item: dict[str, Any] = {}
         if selector.get("match-labels"):
             item["matchLabels"] = selector["match-labels"]
@@ -211,13 +216,14 @@ def _peer_spec(peer: dict[str, Any], origin: str, field: str) -> dict[str, Any]:
     return spec
 
 
-def _whole_seconds(value: Any, origin: str, field: str) -> int | None:
+def _whole_seconds(value: Any, *, source: str, obj: str | None, field: str) -> int | None:
     """A legacy duration (``90s``, ``1m30s``) in whole seconds, as configmaptocrs rounds it."""
     if value is None or value == "":
         return None
     seconds = go_duration_seconds(value) if isinstance(value, str) else None
     if seconds is None or seconds < 0:
-        raise InputError(f"{value!r} is not a duration like 90s", source=origin, field=field)
+        raise InputError(f"{value!r} is not a duration like 90s", source=source, obj=obj,
+                         field=field)
     return int(seconds)
 
 

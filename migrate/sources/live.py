@@ -104,7 +104,9 @@ def read_live(kube: Kube, *, metallb_namespace: str | None = None,
                                                     "CiliumL2AnnouncementPolicy")))
     if "v2" in pool_versions:
         objects.extend(_absent_ok(lambda: kube.list("cilium.io/v2", "CiliumNode")))
-    documents = [SourceDocument(_origin(obj), obj) for obj in objects]
+    # Every object read is checked where it enters (build_snapshot), as objects read from files
+    # are; a problem names its source "cluster" and the object.
+    documents = [SourceDocument("cluster", obj) for obj in objects]
     facts: dict[str, Any] = {
         "source": "cluster",
         "cilium_api_versions": pool_versions,
@@ -112,10 +114,3 @@ def read_live(kube: Kube, *, metallb_namespace: str | None = None,
     }
     return build_snapshot(documents, metallb_namespace=namespace, facts=facts)
 
-
-def _origin(obj: Obj) -> str:
-    metadata = obj.get("metadata") or {}
-    namespace = metadata.get("namespace")
-    name = metadata.get("name")
-    where = f"{namespace}/{name}" if namespace else str(name)
-    return f"cluster: {obj.get('kind')} {where}"

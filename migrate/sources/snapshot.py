@@ -7,17 +7,17 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migrate.errors import InputError
+from migrate.errors import InputError, InputProblems, describe_object, reading
 from migrate.model import bgp
 from migrate.model import metallb as mlb
-from migrate.model.addresses import IPAddress, RangeIndex
+from migrate.model.addresses import AddressRange, IPAddress, RangeIndex
 from migrate.model.findings import Finding, Severity
 from migrate.model.kube import (
     METALLB_PREFIXES,
@@ -29,9 +29,8 @@ from migrate.model.kube import (
 )
 from migrate.model.metallb import ObjectRef
 from migrate.sources import legacy
-from migrate.sources.files import SourceDocument, load_documents
-
-METALLB_KINDS = set(mlb.SERVED_VERSIONS)
+from migrate.sources.files import SourceDocument, read_documents
+from migrate.sources.validate import check_document, identity
 
 
 @dataclass
@@ -101,111 +100,158 @@ def _mentions_metallb(service: Service) -> bool:
 def read_snapshot(paths: Sequence[str | Path], *, metallb_namespace: str | None = None) -> (
     ClusterSnapshot
 ):
-    """Read files and folders into a validated snapshot."""
-    return build_snapshot(load_documents(paths), metallb_namespace=metallb_namespace)
+    """Read files and folders into a validated snapshot (InputProblems listing every problem
+    of every file)."""
+    documents, problems = read_documents(paths)
+    return build_snapshot(documents, metallb_namespace=metallb_namespace, problems=problems)
 
 
 def _ref(doc: SourceDocument, kind: str | None = None) -> ObjectRef:
-    metadata = doc.body.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        metadata = {}
+    metadata = doc.body["metadata"]
     return ObjectRef(
-        kind=kind or str(doc.body.get("kind")),
+        kind=kind or doc.body["kind"],
         namespace=metadata.get("namespace"),
-        name=str(metadata.get("name") or ""),
+        name=metadata.get("name") or "",
         origin=doc.origin,
     )
 
 
-def _metallb_version(doc: SourceDocument) -> str | None:
-    """The version of a metallb.io object; None when the document is not MetalLB's.
+def _file_of(source: str | None) -> str:
+    """The file a problem's source names (``path#2``, ``path:9``, ``path items[0]`` → path)."""
+    return re.sub(r"(#\d+|:\d+)?( items\[\d+\])?$", "", source or "")
 
-    Raises InputError for a MetalLB-looking apiVersion that MetalLB would not serve.
-    """
-    api_version = doc.body.get("apiVersion")
-    kind = doc.body.get("kind")
-    if not isinstance(api_version, str) or "metallb" not in api_version or (
-        api_version.partition("/")[0].endswith(".metallb.io")  # frr-k8s' own API group
-    ):
-        if kind in METALLB_KINDS and api_version is None:
-            raise InputError(
-                "is missing", source=doc.origin, obj=str(_ref(doc)), field="apiVersion"
-            )
-        return None
-    group, slash, version = api_version.partition("/")
-    expected = mlb.SERVED_VERSIONS.get(str(kind))
-    if expected is None:
-        raise InputError(
-            f"{kind!r} is not a MetalLB kind (known: {', '.join(sorted(METALLB_KINDS))})",
-            source=doc.origin, obj=str(_ref(doc)), field="kind",
-        )
-    if group != mlb.GROUP or not slash or version not in expected:
-        raise InputError(
-            f"{api_version!r} is not a version MetalLB serves for {kind}"
-            f" (expected {' or '.join(f'{mlb.GROUP}/{v}' for v in expected)})",
-            source=doc.origin, obj=str(_ref(doc)), field="apiVersion",
-        )
-    return version
+
+def _where(doc: SourceDocument) -> str:
+    """The document, as the internal-error line names it."""
+    ident = identity(doc.body)
+    obj = describe_object(ident.kind, ident.namespace, ident.name)
+    return f"{doc.origin} ({obj})" if obj else doc.origin
+
+
+@dataclass(frozen=True)
+class _MetalLBDocument:
+    doc: SourceDocument
+    version: str
+    derivation: legacy.Derivation | None = None
+    """Set for an object converted from the legacy configuration."""
+    unknown: tuple[str, ...] = ()
+    """The fields of the object migrate does not understand."""
 
 
 def _legacy_documents(doc: SourceDocument) -> tuple[list[legacy.LegacyObject], str] | None:
     """CRD-shaped objects from a legacy ConfigMap, bare body, Helm values or HelmRelease [M7]."""
     body = doc.body
-    kind = body.get("kind")
-    metadata = body.get("metadata") or {}
-    namespace = (metadata.get("namespace") if isinstance(metadata, dict) else None) or (
-        mlb.DEFAULT_NAMESPACE
-    )
-    if kind == "ConfigMap" and str(body.get("apiVersion", "")) == "v1":
-        data = body.get("data") or {}
-        text = data.get("config") if isinstance(data, dict) else None
-        if not isinstance(text, str):
+    ident = identity(body)
+    kind = ident.kind
+    namespace = ident.namespace or mlb.DEFAULT_NAMESPACE
+    obj = describe_object(kind, namespace, ident.name)
+    if kind == "ConfigMap" and ident.api_version == "v1":
+        text = (body.get("data") or {}).get("config")
+        owned = "metallb" in f"{ident.namespace} {ident.name}"
+        config = legacy.legacy_config(text, source=doc.origin, ident=ident, where="data.config",
+                                      metallb_owned=owned)
+        if config is None:
             return None
-        origin = f"{doc.origin} (ConfigMap {namespace}/{metadata.get('name')})"
-        config = legacy.parse_config_text(text, origin, "data.config")
-        if not (set(config) & {"address-pools", "peers"}):
-            return None
-        return legacy.convert(config, origin=origin, namespace=namespace, where="data.config"), (
-            origin
-        )
+        origin = f"{doc.origin} (ConfigMap {namespace}/{ident.name})"
+        return legacy.convert(config, origin=origin, namespace=namespace, where="data.config",
+                              source=doc.origin, obj=obj), origin
     if kind == "HelmRelease":
         spec = body.get("spec") or {}
-        values = spec.get("values") if isinstance(spec, dict) else None
-        found = legacy.find_config_inline(values)
+        found = legacy.find_config_inline(spec.get("values"))
         if not found:
             return None
-        target = (spec.get("targetNamespace") if isinstance(spec, dict) else None) or namespace
-        origin = f"{doc.origin} (HelmRelease {namespace}/{metadata.get('name')})"
+        chart = ((spec.get("chart") or {}).get("spec") or {}).get("chart") or ""
         where = f"spec.values.{found[1]}"
-        config = legacy.parse_config_text(found[0], origin, where)
-        return legacy.convert(config, origin=origin, namespace=target, where=where), origin
+        config = legacy.legacy_config(found[0], source=doc.origin, ident=ident, where=where,
+                                      metallb_owned="metallb" in f"{chart} {ident.name}")
+        if config is None:
+            return None
+        target = spec.get("targetNamespace") or namespace
+        origin = f"{doc.origin} (HelmRelease {namespace}/{ident.name})"
+        return legacy.convert(config, origin=origin, namespace=target, where=where,
+                              source=doc.origin, obj=obj), origin
     if kind is None and "apiVersion" not in body:
         if legacy.looks_legacy(body):
             origin = f"{doc.origin} (legacy MetalLB config)"
-            return legacy.convert(
-                body, origin=origin, namespace=mlb.DEFAULT_NAMESPACE, where="config"
-            ), origin
-        found = legacy.find_config_inline(body)
-        if found:
+            config = legacy.legacy_config(body, source=doc.origin, ident=ident, where="",
+                                          metallb_owned=True)
+            where = ""
+        else:
+            found = legacy.find_config_inline(body)
+            if not found:
+                return None
             origin = f"{doc.origin} (Helm values)"
-            config = legacy.parse_config_text(found[0], origin, found[1])
-            return legacy.convert(
-                config, origin=origin, namespace=mlb.DEFAULT_NAMESPACE, where=found[1]
-            ), origin
+            where = found[1]
+            config = legacy.legacy_config(found[0], source=doc.origin, ident=ident, where=where,
+                                          metallb_owned=where in ("configInline",
+                                                                  "metallb.configInline"))
+        if config is None:
+            return None
+        return legacy.convert(config, origin=origin, namespace=mlb.DEFAULT_NAMESPACE,
+                              where=where, source=doc.origin, obj=None), origin
     return None
 
 
-def _choose_namespace(docs: Iterable[tuple[SourceDocument, str]], given: str | None) -> str:
+def _choose_namespace(docs: Iterable[_MetalLBDocument], given: str | None) -> str:
     if given:
         return given
-    counts = Counter(
-        ns
-        for doc, _ in docs
-        if (ns := (doc.body.get("metadata") or {}).get("namespace"))
-    )
+    counts = Counter(ns for entry in docs if (ns := entry.doc.body["metadata"].get("namespace")))
     if not counts:
         return mlb.DEFAULT_NAMESPACE
     return str(sorted(counts.items(), key=lambda item: (-item[1], item[0]))[0][0])
+
+
+UNKNOWN_FIELD_MESSAGE = (
+    "not understood: this version of migrate does not know this field (a newer MetalLB's, or"
+    " a typo), so the translation may be incomplete; check what it does before migrating."
+)
+
+
+class _Builder:
+    """Classifies documents into a snapshot, collecting every problem on the way."""
+
+    def __init__(self, problems: Iterable[InputError]) -> None:
+        self.problems: list[InputError] = list(problems)
+        self.metallb: list[_MetalLBDocument] = []
+        self.others: list[SourceDocument] = []
+        self.services: list[Service] = []
+        self.nodes: list[Node] = []
+        self.legacy_sources: list[str] = []
+        self.findings: list[Finding] = []
+
+    def add_problem(self, error: InputError,
+                    derivation: legacy.Derivation | None = None) -> None:
+        if isinstance(error, InputProblems):
+            self.problems.extend(error.problems)
+        else:
+            self.problems.append(derivation.relocate(error) if derivation else error)
+
+    def classify(self, doc: SourceDocument) -> None:
+        checked = check_document(doc)
+        if not checked.ok:
+            self.problems.extend(checked.problems)
+            return
+        ident = identity(doc.body)
+        if checked.metallb_version is not None:
+            self.metallb.append(_MetalLBDocument(doc, checked.metallb_version,
+                                                 unknown=tuple(checked.unknown)))
+            return
+        converted = _legacy_documents(doc)
+        if converted is not None:
+            objects, origin = converted
+            self.legacy_sources.append(origin)
+            for obj in objects:
+                self.metallb.append(_MetalLBDocument(
+                    SourceDocument(obj.origin, obj.body), obj.body["apiVersion"].split("/")[1],
+                    obj.derivation))
+            self.others.append(doc)
+            return
+        if ident.kind == "Service" and ident.api_version == "v1":
+            self.services.append(parse_service(_ref(doc), doc.body))
+        elif ident.kind == "Node" and ident.api_version == "v1":
+            self.nodes.append(parse_node(doc.body))
+        else:
+            self.others.append(doc)
 
 
 def build_snapshot(
@@ -213,52 +259,48 @@ def build_snapshot(
     *,
     metallb_namespace: str | None = None,
     facts: dict[str, Any] | None = None,
+    problems: Iterable[InputError] = (),
 ) -> ClusterSnapshot:
-    """Classify and validate documents into a ClusterSnapshot (raises InputError)."""
-    metallb_docs: list[tuple[SourceDocument, str]] = []
-    implied: set[int] = set()  # ids of objects converted from a legacy configuration
-    others: list[SourceDocument] = []
-    services: list[Service] = []
-    nodes: list[Node] = []
-    legacy_sources: list[str] = []
-    for doc in documents:
-        version = _metallb_version(doc)
-        if version is not None:
-            metallb_docs.append((doc, version))
-            continue
-        converted = _legacy_documents(doc)
-        if converted is not None:
-            objects, origin = converted
-            legacy_sources.append(origin)
-            for obj in objects:
-                converted_doc = SourceDocument(obj.origin, obj.body)
-                implied.add(id(converted_doc))
-                metallb_docs.append((converted_doc, obj.body["apiVersion"].split("/")[1]))
-            others.append(doc)
-            continue
-        kind, api_version = doc.body.get("kind"), doc.body.get("apiVersion")
-        if kind == "Service" and api_version == "v1":
-            services.append(parse_service(_ref(doc), doc.body))
-        elif kind == "Node" and api_version == "v1":
-            nodes.append(parse_node(doc.body))
-        else:
-            others.append(doc)
+    """Check, classify and validate documents into a ClusterSnapshot.
 
-    namespace = _choose_namespace(metallb_docs, metallb_namespace)
+    Every document is checked once where it enters (``migrate/sources/validate.py``) before
+    any view is built. Every problem of every document (and ``problems``, those found while
+    reading the files) is raised together as InputProblems, one line each.
+    """
+    builder = _Builder(problems)
+    for doc in documents:
+        with reading(_where(doc)):
+            try:
+                builder.classify(doc)
+            except InputError as error:
+                builder.add_problem(error)
+    namespace = _choose_namespace(builder.metallb, metallb_namespace)
     snapshot = ClusterSnapshot(
         documents=list(documents),
         metallb_namespace=namespace,
-        services=services,
-        nodes=nodes,
-        others=others,
-        legacy_sources=legacy_sources,
+        services=builder.services,
+        nodes=builder.nodes,
+        others=builder.others,
+        legacy_sources=builder.legacy_sources,
+        findings=builder.findings,
         facts=dict(facts or {"source": "files"}),
     )
     seen: dict[tuple[str, str], ObjectRef] = {}
-    for doc, version in metallb_docs:
-        _add_metallb(snapshot, doc, version, seen, implied=id(doc) in implied)
-    _check_overlaps(snapshot.pools)
-    _check_services(snapshot)
+    derivations: dict[ObjectRef, legacy.Derivation] = {}
+    for entry in builder.metallb:
+        with reading(_where(entry.doc)):
+            try:
+                ref = _add_metallb(snapshot, entry.doc, entry.version, seen,
+                                   implied=entry.derivation is not None, unknown=entry.unknown)
+            except InputError as error:
+                builder.add_problem(error, entry.derivation)
+                continue
+        if ref is not None and entry.derivation is not None:
+            derivations[ref] = entry.derivation
+    for problem, ref in [*_check_overlaps(snapshot.pools), *_check_services(snapshot)]:
+        builder.add_problem(problem, derivations.get(ref))
+    if builder.problems:  # file by file, each in the order found
+        raise InputProblems(sorted(builder.problems, key=lambda p: _file_of(p.source)))
     _check_references(snapshot)
     bgp.validate(snapshot)
     return snapshot
@@ -271,11 +313,14 @@ def _add_metallb(
     seen: dict[tuple[str, str], ObjectRef],
     *,
     implied: bool = False,
-) -> None:
-    kind = str(doc.body["kind"])
+    unknown: Sequence[str] = (),
+) -> ObjectRef | None:
+    """Build the view of one MetalLB object into the snapshot, with a WARNING for each field
+    in ``unknown``; its ref, or None when the object is not one the migration reads."""
+    kind = doc.body["kind"]
     if kind in mlb.STATUS_KINDS:
         snapshot.others.append(doc)
-        return
+        return None
     ref = _ref(doc)
     explicit_namespace = ref.namespace
     ref = ObjectRef(kind, explicit_namespace or snapshot.metallb_namespace, ref.name, ref.origin)
@@ -287,7 +332,12 @@ def _add_metallb(
             f"; this one, in {explicit_namespace}, is ignored by MetalLB and is not translated.",
             ref.origin,
         ))
-        return
+        return None
+    snapshot.findings.extend(
+        Finding(Severity.WARNING, "unknown-field", str(ref), path, UNKNOWN_FIELD_MESSAGE,
+                ref.origin)
+        for path in unknown
+    )
     kind_key = "IPAddressPool" if kind == "AddressPool" else kind
     previous = seen.get((kind_key, ref.name))
     if previous is not None:
@@ -299,10 +349,10 @@ def _add_metallb(
     if kind in ("IPAddressPool", "AddressPool"):
         pool = mlb.parse_pool(ref, doc.body)
         snapshot.pools.append(pool)
-        annotations = (doc.body.get("metadata") or {}).get("annotations") or {}
+        annotations = doc.body["metadata"].get("annotations") or {}
         legacy_name = annotations.get(legacy.LEGACY_NAME_ANNOTATION)
         if legacy_name:
-            snapshot.pool_aliases[str(legacy_name)] = pool.name
+            snapshot.pool_aliases[legacy_name] = pool.name
         if kind == "AddressPool":
             _implied_advertisement(snapshot, pool, doc.body.get("spec") or {})
     elif kind == "L2Advertisement":
@@ -321,11 +371,9 @@ def _add_metallb(
                 ref.origin,
             ))
     elif kind in ("BFDProfile", "Community"):
-        spec = doc.body.get("spec") or {}
-        if not isinstance(spec, dict):
-            raise InputError("must be an object", source=ref.origin, obj=str(ref), field="spec")
-        named = mlb.NamedOnly(ref, spec)
+        named = mlb.NamedOnly(ref, doc.body.get("spec") or {})
         (snapshot.bfd_profiles if kind == "BFDProfile" else snapshot.communities).append(named)
+    return ref
 
 
 def _implied_advertisement(snapshot: ClusterSnapshot, pool: mlb.IPAddressPool,
@@ -345,9 +393,6 @@ def _implied_advertisement(snapshot: ClusterSnapshot, pool: mlb.IPAddressPool,
             interfaces=(), service_selectors=(), implied=True))
     elif protocol == "bgp":
         entries = spec.get("bgpAdvertisements") or [{}]
-        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise InputError("must be a list of advertisements", source=ref.origin,
-                             obj=str(ref), field="spec.bgpAdvertisements")
         for index, entry in enumerate(entries, start=1):
             name = implied.name if len(entries) == 1 else f"{implied.name}-{index}"
             snapshot.bgp_advertisements.append(mlb.BGPAdvertisement(
@@ -362,40 +407,55 @@ def _implied_advertisement(snapshot: ClusterSnapshot, pool: mlb.IPAddressPool,
     ))
 
 
-def _check_overlaps(pools: list[mlb.IPAddressPool]) -> None:
-    """MetalLB refuses any two overlapping CIDRs or ranges, in one pool or across pools [M2]."""
+def _check_overlaps(pools: list[mlb.IPAddressPool]) -> list[tuple[InputError, ObjectRef]]:
+    """MetalLB refuses any two overlapping CIDRs or ranges, in one pool or across pools [M2]:
+    one problem per address that overlaps an earlier one."""
     entries = [
         (address.range, pool, index)
         for pool in pools
         for index, address in enumerate(pool.addresses)
     ]
     entries.sort(key=lambda e: (e[0].version, int(e[0].first)))
-    for (left, left_pool, left_index), (right, right_pool, right_index) in itertools.pairwise(
-        entries
-    ):
-        if left.overlaps(right):
-            raise InputError(
+    out: list[tuple[InputError, ObjectRef]] = []
+    widest: tuple[AddressRange, mlb.IPAddressPool, int] | None = None
+    for entry in entries:
+        right, right_pool, right_index = entry
+        if widest is not None and widest[0].overlaps(right):
+            _, left_pool, left_index = widest
+            out.append((InputError(
                 f"{right_pool.addresses[right_index].text} overlaps"
                 f" {left_pool.addresses[left_index].text} of {left_pool.ref}"
                 f" ({left_pool.ref.origin}); MetalLB refuses overlapping pools",
                 source=right_pool.ref.origin,
                 obj=str(right_pool.ref),
                 field=f"spec.addresses[{right_index}]",
-            )
+            ), right_pool.ref))
+        if widest is None or widest[0].version != right.version or (
+            int(right.last) > int(widest[0].last)
+        ):
+            widest = entry
+    return out
 
 
-def _check_services(snapshot: ClusterSnapshot) -> None:
+def _check_services(snapshot: ClusterSnapshot) -> list[tuple[InputError, ObjectRef]]:
+    """Duplicate Services, and IPs that are not IPs (annotations, loadBalancerIP, status)."""
+    out: list[tuple[InputError, ObjectRef]] = []
     seen: dict[tuple[str, str], Service] = {}
     for service in snapshot.services:
         key = (service.namespace, service.name)
         if key in seen:
-            raise InputError(
+            out.append((InputError(
                 f"duplicate Service: already defined in {seen[key].ref.origin}",
                 source=service.ref.origin, obj=str(service.ref), field="metadata.name",
-            )
+            ), service.ref))
+            continue
         seen[key] = service
-        service.requested_ips()  # validates the annotations and spec.loadBalancerIP
-        service.current_ips()
+        try:
+            service.requested_ips()  # validates the annotations and spec.loadBalancerIP
+            service.current_ips()
+        except InputError as error:
+            out.append((error, service.ref))
+    return out
 
 
 def _check_references(snapshot: ClusterSnapshot) -> None:

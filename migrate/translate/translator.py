@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from migrate.errors import now_reading, reading
 from migrate.model import metallb as mlb
 from migrate.model.addresses import (
     AddressRange,
@@ -203,6 +204,7 @@ class _Translator:
                     " that value. A Service created later for this pool must carry it.",
                     pool.ref.origin,
                 )
+            now_reading(pool.ref.where)
             selector = self._pool_selector(pool)
             self.pool_selectors[pool.name] = selector
             spec: dict[str, Any] = {
@@ -273,6 +275,7 @@ class _Translator:
         all_pools = sorted(pool.name for pool in self.snapshot.pools)
         taken: set[str] = set()
         for ad in sorted(self.snapshot.l2_advertisements, key=lambda a: a.name):
+            now_reading(ad.ref.where)
             pools = self._selected_pools(ad)
             self.out.l2_pools[str(ad.ref)] = pools
             for name in pools:
@@ -390,6 +393,7 @@ class _Translator:
         pins: list[ServicePin] = []
         by_ip: dict[str, list[tuple[Service, ServicePin]]] = defaultdict(list)
         for service in self.snapshot.services:
+            now_reading(service.ref.where)
             if not self._served(service):
                 continue
             pin = self._pin(service)
@@ -607,11 +611,12 @@ class _Translator:
         self.out.findings += findings
 
     def run(self) -> Translation:
-        self.translate_pools()
-        self.translate_l2()
-        self.report_pools()
-        self.translate_services()
-        self.translate_bgp()
+        with reading():  # a bug of ours names the object being translated
+            self.translate_pools()
+            self.translate_l2()
+            self.report_pools()
+            self.translate_services()
+            self.translate_bgp()
         self.out.findings = sort_findings(self.out.findings)
         return self.out
 

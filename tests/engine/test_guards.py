@@ -112,7 +112,9 @@ def test_large_backups_are_split_across_configmaps(cluster_factory: ClusterFacto
 
     cluster = cluster_factory("guide-single-pool")
     store = StateStore(cluster.kube, "kube-system")
-    payload = {"objects": [{"blob": os.urandom(300_000).hex()} for _ in range(4)]}
+    payload = {"stage": "pin", "objects": [
+        {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": f"big-{i}"},
+         "object": {"data": {"blob": os.urandom(300_000).hex()}}} for i in range(4)]}
     parts = store.write_backup("pin", payload)
     assert len(parts) > 1
     assert store.read_backup(parts) == payload

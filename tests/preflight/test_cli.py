@@ -75,7 +75,7 @@ def test_bad_cilium_version_is_an_input_error() -> None:
 def test_unreadable_kubeconfig_is_an_error(tmp_path: Path) -> None:
     result = run_cli("preflight", "--kubeconfig", str(tmp_path / "absent.yaml"))
     assert result.exit_code == 1
-    assert "cluster configuration" in result.stderr
+    assert "absent.yaml: cannot read the kubeconfig: No such file" in result.stderr
 
 
 @pytest.fixture
