@@ -565,7 +565,10 @@ class Store:
         for doc in docs:
             if is_crd(doc.body):
                 load(doc.body, doc.origin)
-        store._install_missing_crds(default_crds())
+        from migrate.lab.versions import snapshot_cilium_version
+
+        cilium = snapshot_cilium_version(doc.body for doc in docs)
+        store._install_missing_crds(default_crds(cilium))
         for doc in docs:
             if doc.body.get("kind") == "Namespace" and not is_crd(doc.body):
                 if store.try_get("", "Namespace", str(doc.body.get("metadata", {}).get("name"))):

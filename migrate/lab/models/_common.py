@@ -370,6 +370,7 @@ class Process:
         self.started_at = 0.0
         self._generation = 0
         self._last_delivery = 0.0
+        self._channels: dict[str, float] = {}
         self.model: Model | None = None
 
     @property
@@ -440,6 +441,17 @@ class Process:
         if absolute is not None:
             return scheduler.at(absolute, fire, key=key, label=label or self.label)
         return scheduler.after(seconds, fire, key=key, label=label or self.label)
+
+    def in_order(self, channel: str, seconds: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after ``seconds`` of modelled time, but never before what was
+        queued earlier on the same ``channel`` (a datapath applies its updates in order)."""
+        base = self.runtime.scheduler.base()
+        due = max(base + seconds * self.runtime.timing.scale, self._channels.get(channel, base))
+        self._channels[channel] = due
+        if due <= base and seconds <= 0:
+            callback()
+            return
+        self.later(0.0, callback, absolute=due, label=f"{self.label} {channel}")
 
     def delay(self, what: str = "reaction") -> float:
         """A modelled duration drawn for this process (unscaled)."""

@@ -164,6 +164,8 @@ class CiliumL2Agent(Model):
         self.policies: list[Obj] = []
         self.selected: dict[str, Selected] = {}
         self.on_wire: dict[str, tuple[str, ...]] = {}
+        self._wanted: dict[str, tuple[str, ...]] = {}
+        """Service key -> IPs last handed to the datapath (on the wire after its delay)."""
         self._gc: Timer | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -185,6 +187,7 @@ class CiliumL2Agent(Model):
                     sel.elector.timer.cancel()
         for key in list(self.on_wire):
             self._wire(key, ())
+        self._wanted = {}
         self.selected = {}
 
     def handle(self, event: Event) -> None:
@@ -451,11 +454,14 @@ class CiliumL2Agent(Model):
         leading = (not force_off and sel is not None and sel.elector is not None
                    and sel.elector.leading)
         ips = sel.ips if leading and sel is not None and sel.answers else ()
-        delay = self.process.delay("datapath")
-        if delay <= 0:
-            self._wire(key, ips)
+        if self._wanted.get(key, ()) == ips:
+            return
+        if ips:
+            self._wanted[key] = ips
         else:
-            self.process.later(delay, lambda: self._wire(key, ips))
+            self._wanted.pop(key, None)
+        self.process.in_order("datapath", self.process.delay("datapath"),
+                              lambda: self._wire(key, ips))
 
     def _wire(self, key: str, ips: tuple[str, ...]) -> None:
         before = self.on_wire.get(key, ())

@@ -117,6 +117,8 @@ class MetalLBSpeaker(Model):
         """Service key -> what this speaker answers for (its node only)."""
         self.on_wire: dict[str, tuple[str, ...]] = {}
         """Service key -> IPs this speaker answers ARP for right now (after the datapath)."""
+        self._wanted: dict[str, tuple[str, ...]] = {}
+        """Service key -> IPs last handed to the datapath (on the wire after its delay)."""
         self._mine: dict[str, str] = {}
         """Service key -> the ServiceL2Status this speaker wrote (its view may not show it
         yet)."""
@@ -144,6 +146,7 @@ class MetalLBSpeaker(Model):
         until its pod is garbage-collected)."""
         for key in list(self.on_wire):
             self._wire(key, ())
+        self._wanted = {}
         self.announced = {}
         self.config = None
 
@@ -345,11 +348,13 @@ class MetalLBSpeaker(Model):
                 result = None
             else:
                 ips = result.ips
-        delay = self.process.delay("datapath")
-        if delay <= 0:
-            self._wire(key, ips)
-        else:
-            self.process.later(delay, lambda: self._wire(key, ips))
+        if self._wanted.get(key, ()) != ips:
+            if ips:
+                self._wanted[key] = ips
+            else:
+                self._wanted.pop(key, None)
+            self.process.in_order("datapath", self.process.delay("datapath"),
+                                  lambda: self._wire(key, ips))
         self._sync_status(key, result)
 
     def _wire(self, key: str, ips: tuple[str, ...]) -> None:
