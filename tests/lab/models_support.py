@@ -35,12 +35,12 @@ def new_store(*fixtures: str) -> Store:
     return store
 
 
-def start(store: Store, **switches: bool) -> Controllers:
+def start(store: Store, **switches: Any) -> Controllers:
     """Build the controllers over ``store`` (all on unless switched off), instant timing."""
     return build_controllers(store, **switches)
 
 
-def start_realistic(store: Store, *, seed: int = 0, **switches: bool) -> Controllers:
+def start_realistic(store: Store, *, seed: int = 0, **switches: Any) -> Controllers:
     """Build the controllers with the realistic timing, delays drawn from ``seed``."""
     return build_controllers(store, timing="realistic", seed=seed, **switches)
 
