@@ -119,6 +119,9 @@ class MetalLBSpeaker(Model):
         """Service key -> IPs this speaker answers ARP for right now (after the datapath)."""
         self._wanted: dict[str, tuple[str, ...]] = {}
         """Service key -> IPs last handed to the datapath (on the wire after its delay)."""
+        self._failed: set[str] = set()
+        """Services it won but cannot announce (the interfaces are missing): retried on
+        every resync, as updateInterfaces finds new ones."""
         self._mine: dict[str, str] = {}
         """Service key -> the ServiceL2Status this speaker wrote (its view may not show it
         yet)."""
@@ -229,8 +232,8 @@ class MetalLBSpeaker(Model):
             self.announced.pop(key, None)
         else:
             self.announced[key] = result
-        if previous != result:
-            if result is not None:
+        if previous != result or key in self._failed:
+            if result is not None and previous != result:
                 self.record(key, "nodeAssigned",
                             f"announcing from node {result.node!r} with protocol \"layer2\"")
             self._announce(key, result)
@@ -340,8 +343,10 @@ class MetalLBSpeaker(Model):
     def _announce(self, key: str, result: SpeakerAnnouncement | None) -> None:
         """Start or stop answering (after the datapath delay), then the status object."""
         ips: tuple[str, ...] = ()
+        self._failed.discard(key)
         if result is not None:
             if self.answering_interfaces(result) is None:
+                self._failed.add(key)
                 self.record(key, "announceFailed",
                             f"the interfaces specified by LB IP {result.ips[0]!r} don't exist "
                             f"in assigned node {self.node!r} with protocol \"layer2\"")
