@@ -55,8 +55,7 @@ def load_controllers(store: Store, **options: Any) -> Any | None:
 def run_controllers(controllers: Any, stop: threading.Event) -> None:
     """Drive the models in real time: run what is due, then wait until the next thing is due,
     a write arrives, or a tick has passed."""
-    wake = threading.Event()
-    controllers.store.subscribe(lambda *_: wake.set())
+    wake = controllers.wake
     while not stop.is_set():
         try:
             controllers.run_until_idle()

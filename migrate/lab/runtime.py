@@ -19,6 +19,7 @@ import hashlib
 import heapq
 import itertools
 import random
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -388,14 +389,16 @@ class RequestRecord:
     lab's models call the store directly, so the HTTP request log does not see them)."""
 
     def __init__(self, size: int = 500_000) -> None:
+        self._lock = threading.Lock()
         self.recent: deque[Request] = deque(maxlen=size)
         self.totals: Counter[tuple[str, str]] = Counter()
         """(verb, resource) -> count, over the whole run."""
 
     def add(self, time: float, process: str, verb: str, resource: str, name: str) -> None:
         """Record one call."""
-        self.recent.append(Request(time, process, verb, resource, name))
-        self.totals[(verb, resource)] += 1
+        with self._lock:
+            self.recent.append(Request(time, process, verb, resource, name))
+            self.totals[(verb, resource)] += 1
 
     def count(self, *, verb: str | None = None, resource: str | None = None,
               since: float | None = None, until: float | None = None,
@@ -409,7 +412,9 @@ class RequestRecord:
                since: float | None = None, until: float | None = None,
                process: str | None = None) -> Iterable[Request]:
         """The matching calls of the recent window, oldest first."""
-        for r in self.recent:
+        with self._lock:
+            recent = list(self.recent)
+        for r in recent:
             if verb is not None and r.verb != verb:
                 continue
             if resource is not None and r.resource != resource:

@@ -656,6 +656,15 @@ class Store:
                 return None
             raise
 
+    def peek(self, group: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        """One object, SHARED (must not be mutated), or None: a GET without the copy, for
+        the controller models' frequent reads (client-go lease elections)."""
+        with self._lock:
+            rtype = self._types.get((group, kind))
+            if rtype is None:
+                return None
+            return self._objects.get(self._key(rtype, name, namespace))
+
     def list(
         self,
         group: str,

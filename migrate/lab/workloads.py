@@ -82,36 +82,39 @@ def _wanted_status(obj: Obj) -> Obj:
             "updatedReplicas": replicas}
 
 
+def sync_deployment_status(store: Store, obj: Obj) -> None:
+    """Make a Deployment whose pods are not modelled report ``spec.replicas`` ready."""
+    managed = _MANAGED.get(store)
+    if managed is not None and managed(obj):
+        return  # its pods are modelled: the PodController reports its status
+    wanted = _wanted_status(obj)
+    status = obj.get("status") or {}
+    if all(status.get(k) == v for k, v in wanted.items()):
+        return
+    current = store.try_get("apps", "Deployment", obj["metadata"]["name"],
+                            obj["metadata"].get("namespace"))
+    if current is None:
+        return
+    current["status"] = {**(current.get("status") or {}), **_wanted_status(current)}
+    current["metadata"].pop("resourceVersion", None)
+    with contextlib.suppress(ApiError):  # a newer write follows and brings its own event
+        store.update(current, subresource="status", manager=MANAGER)
+
+
 class DeploymentStatus:
-    """Keeps the status of every Deployment whose pods are not modelled in line with its spec
-    (subscribe it to a store)."""
+    """Keeps the status of every Deployment whose pods are not modelled in line with its spec,
+    at once (a subscriber of the store; ``build_controllers`` does the same as it takes each
+    event)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         store.subscribe(self._on_event)
         for deployment in store.list("apps", "Deployment"):
-            self._sync(deployment)
+            sync_deployment_status(store, deployment)
 
     def _on_event(self, event_type: str, obj: Obj, old: Obj | None) -> None:
         if event_type != "DELETED" and obj.get("kind") == "Deployment":
-            self._sync(obj)
-
-    def _sync(self, obj: Obj) -> None:
-        managed = _MANAGED.get(self.store)
-        if managed is not None and managed(obj):
-            return  # its pods are modelled: the PodController reports its status
-        wanted = _wanted_status(obj)
-        status = obj.get("status") or {}
-        if all(status.get(k) == v for k, v in wanted.items()):
-            return
-        current = self.store.try_get("apps", "Deployment", obj["metadata"]["name"],
-                                     obj["metadata"].get("namespace"))
-        if current is None:
-            return
-        current["status"] = {**(current.get("status") or {}), **_wanted_status(current)}
-        current["metadata"].pop("resourceVersion", None)
-        with contextlib.suppress(ApiError):  # a newer write follows and brings its own event
-            self.store.update(current, subresource="status", manager=MANAGER)
+            sync_deployment_status(self.store, obj)
 
 
 # --------------------------------------------------------------------------- rules

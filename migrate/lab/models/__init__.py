@@ -37,7 +37,7 @@ from migrate.lab.runtime import (
     seeded,
 )
 from migrate.lab.store import Store
-from migrate.lab.workloads import DeploymentStatus, PodController, WorkloadRule
+from migrate.lab.workloads import PodController, WorkloadRule, sync_deployment_status
 
 __all__ = [
     "Announcers",
@@ -118,8 +118,12 @@ class Controllers:
                  metallb_controller: bool = True, metallb_speakers: bool = True,
                  cilium_lbipam: bool = True, cilium_l2: bool = True,
                  timing: str | Timing = "instant", seed: int = 0,
-                 time_scale: float = 1.0) -> None:
+                 time_scale: float = 1.0, deployment_status: bool = False) -> None:
         self.store = store
+        self.deployment_status = deployment_status
+        """Whether Deployments whose pods are not modelled report spec.replicas ready."""
+        self.wake = threading.Event()
+        """Set on every store write (what a real-time driver waits on)."""
         chosen = Timing.named(timing)
         if time_scale != 1.0:
             chosen = chosen.scaled(time_scale)
@@ -155,6 +159,9 @@ class Controllers:
                 self.runtime.deferred = None
                 for component in self.components:
                     component.on_change()
+                if deployment_status:
+                    for deployment in store.list("apps", "Deployment"):
+                        sync_deployment_status(store, deployment)
             finally:
                 self.runtime.deferred = None
                 self.runtime.scheduler.tick = None
@@ -191,6 +198,7 @@ class Controllers:
     def _on_store_event(self, event_type: str, obj: Obj, old: Obj | None) -> None:
         with self._queue_lock:
             self._queue.append(Event(event_type, obj, old))
+        self.wake.set()
 
     def pending(self) -> int:
         """Store events queued and not yet taken."""
@@ -202,6 +210,9 @@ class Controllers:
         watches its kind (each after its own delay)."""
         if not self.runtime.master.apply(event):
             return
+        if (self.deployment_status and event.type != "DELETED"
+                and event.group_kind == ("apps", "Deployment")):
+            sync_deployment_status(self.store, event.obj)
         self.pods.handle(event)
         for component in self.components:
             component.enqueue(event)
@@ -399,7 +410,5 @@ def build_controllers(
         store, metallb_namespace=metallb_namespace, cilium_namespace=cilium_namespace,
         metallb_lb_class=metallb_lb_class, metallb_controller=metallb_controller,
         metallb_speakers=metallb_speakers, cilium_lbipam=cilium_lbipam, cilium_l2=cilium_l2,
-        timing=timing, seed=seed, time_scale=time_scale)
-    if deployment_status:
-        DeploymentStatus(store)
+        timing=timing, seed=seed, time_scale=time_scale, deployment_status=deployment_status)
     return controllers

@@ -137,6 +137,7 @@ class Elector:
     """client-go's LeaderElector for one Service's lease, run by one agent."""
 
     lease: str
+    service: str
     leading: bool = False
     observed: Record | None = None
     observed_time: float = 0.0
@@ -248,7 +249,7 @@ class CiliumL2Agent(Model):
                 continue
             if held is None:
                 self.selected[key] = want
-                want.elector = Elector(want.lease)
+                want.elector = Elector(want.lease, key)
                 self._try_later(want.elector, 0.0)
             else:
                 held.ips, held.interfaces, held.answers = want.ips, want.interfaces, want.answers
@@ -316,12 +317,12 @@ class CiliumL2Agent(Model):
 
     def _lease(self, name: str) -> Obj | None:
         self.api("GET", "leases", name)
-        return self.store.try_get(LEASE_GROUP, "Lease", name, self.namespace)
+        return self.store.peek(LEASE_GROUP, "Lease", name, self.namespace)
 
     def _try(self, elector: Elector) -> None:
         """tryAcquireOrRenew, then the next attempt one retry period later."""
-        sel = next((s for s in self.selected.values() if s.elector is elector), None)
-        if sel is None or elector.done:
+        sel = self.selected.get(elector.service)
+        if sel is None or sel.elector is not elector or elector.done:
             return
         now = self.now()
         scale = self.runtime.timing.scale
