@@ -110,6 +110,15 @@ def _run(controllers: Controllers, stop: threading.Event) -> None:
 ClusterFactory = Callable[..., Cluster]
 
 
+def _served(store: Store, controllers: Controllers, kubeconfig: Path, scenario: Path, *,
+            virtual: bool) -> Cluster:
+    """The lab API server over ``store`` and a client for it."""
+    server = LabServer(store).start()
+    server.write_kubeconfig(kubeconfig)
+    kube = Kube.from_kubeconfig(str(kubeconfig), retry=RetryPolicy(attempts=4, base_delay=0.01))
+    return Cluster(store, server, controllers, kube, kubeconfig, scenario, virtual=virtual)
+
+
 @pytest.fixture
 def cluster_factory(tmp_path: Path) -> Iterator[ClusterFactory]:
     """Start emulated clusters from testdata/clusters/<name> on the real clock:
@@ -123,11 +132,8 @@ def cluster_factory(tmp_path: Path) -> Iterator[ClusterFactory]:
         assert not skipped, skipped
         controllers = build_controllers(store, timing=timing, seed=seed, time_scale=time_scale)
         controllers.run_until_idle()
-        server = LabServer(store).start()
-        kubeconfig = server.write_kubeconfig(tmp_path / f"kubeconfig-{len(started)}")
-        kube = Kube.from_kubeconfig(str(kubeconfig),
-                                    retry=RetryPolicy(attempts=4, base_delay=0.01))
-        cluster = Cluster(store, server, controllers, kube, kubeconfig, scenario)
+        cluster = _served(store, controllers, tmp_path / f"kubeconfig-{len(started)}",
+                          scenario, virtual=False)
         cluster._thread = threading.Thread(target=_run, args=(controllers, cluster._stop),
                                            daemon=True)
         cluster._thread.start()
@@ -155,11 +161,8 @@ def virtual_cluster_factory(tmp_path: Path) -> Iterator[ClusterFactory]:
         store, skipped = Store.from_snapshot([scenario], Clock.manual())
         assert not skipped, skipped
         controllers = build_controllers(store, timing=timing, seed=seed)
-        server = LabServer(store).start()
-        kubeconfig = server.write_kubeconfig(tmp_path / f"kubeconfig-virtual-{len(started)}")
-        kube = Kube.from_kubeconfig(str(kubeconfig),
-                                    retry=RetryPolicy(attempts=4, base_delay=0.01))
-        cluster = Cluster(store, server, controllers, kube, kubeconfig, scenario, virtual=True)
+        cluster = _served(store, controllers, tmp_path / f"kubeconfig-virtual-{len(started)}",
+                          scenario, virtual=True)
         started.append(cluster)
         cluster.settle(1.0)
         return cluster

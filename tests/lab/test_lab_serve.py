@@ -4,7 +4,6 @@ and the pod is gone within its grace period × the scale."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from migrate.kube import Kube, RetryPolicy
 from tests.conftest import TESTDATA
+from tests.wire import stop_process
 
 GUIDE = TESTDATA / "clusters" / "guide-single-pool"
 
@@ -34,15 +34,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Kube, str]]:
         yield kube, line
         kube.close()
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream:
-                stream.close()
+        stop_process(process)
 
 
 def controller_pods(kube: Kube) -> list[dict[str, object]]:

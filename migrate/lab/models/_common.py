@@ -604,6 +604,55 @@ class Model:
             return None
 
 
+class Announcer(Model):
+    """A model that answers ARP for IPs on its node (a speaker, an agent): what it answers
+    is on the wire, and in the lab's announcement record, per Service."""
+
+    stack = "none"
+    node = ""
+
+    def __init__(self, process: Process) -> None:
+        super().__init__(process)
+        self.on_wire: dict[str, tuple[str, ...]] = {}
+        """Service key -> the IPs it answers for right now (after the datapath delay)."""
+        self._wanted: dict[str, tuple[str, ...]] = {}
+        """Service key -> the IPs last handed to the datapath."""
+
+    def hand_to_datapath(self, key: str, ips: tuple[str, ...]) -> None:
+        """Answer for exactly ``ips`` for this Service once the datapath has applied it
+        (updates are applied in order)."""
+        if self._wanted.get(key, ()) == ips:
+            return
+        if ips:
+            self._wanted[key] = ips
+        else:
+            self._wanted.pop(key, None)
+        self.process.in_order("datapath", self.process.delay("datapath"),
+                              lambda: self.put_on_wire(key, ips))
+
+    def put_on_wire(self, key: str, ips: tuple[str, ...]) -> None:
+        """Answer for exactly ``ips`` for this Service from now on."""
+        before = self.on_wire.get(key, ())
+        if before == ips:
+            return
+        now = self.now()
+        record = self.runtime.announcements
+        for ip in before:
+            record.answer(now, self.stack, self.node, ip, False)
+        for ip in ips:
+            record.answer(now, self.stack, self.node, ip, True)
+        if ips:
+            self.on_wire[key] = ips
+        else:
+            self.on_wire.pop(key, None)
+
+    def silence(self) -> None:
+        """The process is gone: nothing answers any more."""
+        for key in list(self.on_wire):
+            self.put_on_wire(key, ())
+        self._wanted = {}
+
+
 def container_flags(source: Obj | None, *words: str) -> tuple[list[str], dict[str, str]]:
     """Arguments and environment of the first container of ``source`` (a Pod or a workload)
     whose name or image names one of ``words`` (any container when none is given)."""

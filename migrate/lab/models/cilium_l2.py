@@ -31,12 +31,13 @@ differs from Service to Service and stays the same from run to run.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from migrate.lab.models._common import (
+    Announcer,
     Component,
     Event,
     Model,
@@ -147,11 +148,12 @@ class Elector:
     timer: Timer | None = field(default=None, repr=False)
 
 
-class CiliumL2Agent(Model):
+class CiliumL2Agent(Announcer):
     """The L2 announcer of the agent on one node."""
 
     name = "cilium-l2"
     manager = "cilium-agent"
+    stack = "cilium"
 
     def __init__(self, process: Process) -> None:
         super().__init__(process)
@@ -164,9 +166,6 @@ class CiliumL2Agent(Model):
         self.devices = Devices({}, anything=True)
         self.policies: list[Obj] = []
         self.selected: dict[str, Selected] = {}
-        self.on_wire: dict[str, tuple[str, ...]] = {}
-        self._wanted: dict[str, tuple[str, ...]] = {}
-        """Service key -> IPs last handed to the datapath (on the wire after its delay)."""
         self._gc: Timer | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -186,9 +185,7 @@ class CiliumL2Agent(Model):
                     self._release(sel.elector)
                 if sel.elector.timer is not None:
                     sel.elector.timer.cancel()
-        for key in list(self.on_wire):
-            self._wire(key, ())
-        self._wanted = {}
+        self.silence()
         self.selected = {}
 
     def handle(self, event: Event) -> None:
@@ -372,25 +369,35 @@ class CiliumL2Agent(Model):
     def _stamp(self, now: float) -> str:
         return self.store.clock.rfc3339_micro(now)
 
+    def _body(self, elector: Elector, spec: Obj, *, versioned: bool = True) -> Obj:
+        metadata: Obj = {"name": elector.lease, "namespace": self.namespace}
+        if versioned:
+            metadata["resourceVersion"] = elector.resource_version
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata,
+                "spec": spec}
+
+    @staticmethod
+    def _observe(elector: Elector, lease: Obj, now: float) -> None:
+        """Our write went through: that is the record we observe now."""
+        elector.observed = Record.of(lease)
+        elector.observed_time = now
+        elector.resource_version = str(meta(lease).get("resourceVersion") or "")
+        elector.renewed = now
+
     def _create(self, elector: Elector, sel: Selected, now: float) -> bool:
         stamp = self._stamp(now)
         spec = {"holderIdentity": self.node, "leaseDurationSeconds": int(self.timings.duration),
                 "acquireTime": stamp, "renewTime": stamp, "leaseTransitions": 0}
-        body: Obj = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                     "metadata": {"name": elector.lease, "namespace": self.namespace},
-                     "spec": spec}
         self.api("CREATE", "leases", elector.lease)
         try:
-            created = self.store.create(body, manager=self.manager)
+            created = self.store.create(self._body(elector, spec, versioned=False),
+                                        manager=self.manager)
         except ApiError as exc:
             if exc.status != 409:
                 self.record(sel.service, "LeaseCreateFailed", exc.message)
             return False
         self.record(sel.service, "LeaseAcquired", f"{self.node} took {elector.lease}")
-        elector.observed = Record.of(created)
-        elector.observed_time = now
-        elector.resource_version = str(meta(created).get("resourceVersion") or "")
-        elector.renewed = now
+        self._observe(elector, created, now)
         return True
 
     def _update(self, elector: Elector, sel: Selected, now: float, *, fast: bool) -> bool:
@@ -402,23 +409,16 @@ class CiliumL2Agent(Model):
                 "acquireTime": observed.acquire if leading else stamp, "renewTime": stamp,
                 "leaseTransitions": observed.transitions if leading or observed.holder ==
                 self.node else observed.transitions + 1}
-        body: Obj = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                     "metadata": {"name": elector.lease, "namespace": self.namespace,
-                                  "resourceVersion": elector.resource_version},
-                     "spec": spec}
         self.api("UPDATE", "leases", elector.lease)
         try:
-            updated = self.store.update(body, manager=self.manager)
+            updated = self.store.update(self._body(elector, spec), manager=self.manager)
         except ApiError as exc:
             if not (fast and exc.status == 409):
                 self.record(sel.service, "LeaseUpdateFailed", exc.message)
             return False
         if not leading:
             self.record(sel.service, "LeaseAcquired", f"{self.node} took {elector.lease}")
-        elector.observed = Record.of(updated)
-        elector.observed_time = now
-        elector.resource_version = str(meta(updated).get("resourceVersion") or "")
-        elector.renewed = now
+        self._observe(elector, updated, now)
         return True
 
     def _release(self, elector: Elector) -> None:
@@ -426,12 +426,9 @@ class CiliumL2Agent(Model):
         now = self.now()
         stamp = self._stamp(now)
         observed = elector.observed or Record("", 0.0, "", "", 0)
-        body: Obj = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                     "metadata": {"name": elector.lease, "namespace": self.namespace,
-                                  "resourceVersion": elector.resource_version},
-                     "spec": {"holderIdentity": "", "leaseDurationSeconds": 1,
-                              "acquireTime": stamp, "renewTime": stamp,
-                              "leaseTransitions": observed.transitions}}
+        body = self._body(elector, {"holderIdentity": "", "leaseDurationSeconds": 1,
+                                    "acquireTime": stamp, "renewTime": stamp,
+                                    "leaseTransitions": observed.transitions})
         self.api("UPDATE", "leases", elector.lease)
         try:
             self.store.update(body, manager=self.manager)
@@ -455,29 +452,7 @@ class CiliumL2Agent(Model):
         leading = (not force_off and sel is not None and sel.elector is not None
                    and sel.elector.leading)
         ips = sel.ips if leading and sel is not None and sel.answers else ()
-        if self._wanted.get(key, ()) == ips:
-            return
-        if ips:
-            self._wanted[key] = ips
-        else:
-            self._wanted.pop(key, None)
-        self.process.in_order("datapath", self.process.delay("datapath"),
-                              lambda: self._wire(key, ips))
-
-    def _wire(self, key: str, ips: tuple[str, ...]) -> None:
-        before = self.on_wire.get(key, ())
-        if before == ips:
-            return
-        now = self.now()
-        record = self.runtime.announcements
-        for ip in before:
-            record.answer(now, "cilium", self.node, ip, False)
-        for ip in ips:
-            record.answer(now, "cilium", self.node, ip, True)
-        if ips:
-            self.on_wire[key] = ips
-        else:
-            self.on_wire.pop(key, None)
+        self.hand_to_datapath(key, ips)
 
     def announcements(self) -> list[CiliumAnnouncement]:
         """What this agent answers for on the wire now."""
@@ -547,8 +522,6 @@ class CiliumAgents(Component):
 
 
 def _regexes_compile(regexes: list[str]) -> bool:
-    import re
-
     try:
         for text in regexes:
             re.compile(text)
@@ -566,12 +539,3 @@ def race_order(lease: str, candidates: tuple[str, ...]) -> list[str]:
     """The order in which ``candidates`` win the race for ``lease`` when they try at the same
     moment (a stable stand-in for first come, first served that differs between leases)."""
     return sorted(candidates, key=lambda node: race_key(lease, node))
-
-
-def _parse_time(text: str) -> _dt.datetime | None:
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return _dt.datetime.strptime(text, fmt).replace(tzinfo=_dt.UTC)
-        except ValueError:
-            continue
-    return None

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from migrate.lab.models._common import (
+    Announcer,
     Component,
     Event,
     Model,
@@ -83,7 +84,7 @@ def writes_l2_status(version: Version | None, args: list[str]) -> bool:
     return False
 
 
-class MetalLBSpeaker(Model):
+class MetalLBSpeaker(Announcer):
     """The code of the speaker on one node.
 
     Readiness: a Service needs a ready (or ready-unset, or serving) endpoint in its
@@ -93,6 +94,7 @@ class MetalLBSpeaker(Model):
 
     name = "metallb-speaker"
     manager = "metallb-speaker"
+    stack = "metallb"
 
     def __init__(self, process: Process) -> None:
         super().__init__(process)
@@ -115,10 +117,6 @@ class MetalLBSpeaker(Model):
         self.members: frozenset[str] = frozenset()
         self.announced: dict[str, SpeakerAnnouncement] = {}
         """Service key -> what this speaker answers for (its node only)."""
-        self.on_wire: dict[str, tuple[str, ...]] = {}
-        """Service key -> IPs this speaker answers ARP for right now (after the datapath)."""
-        self._wanted: dict[str, tuple[str, ...]] = {}
-        """Service key -> IPs last handed to the datapath (on the wire after its delay)."""
         self._failed: set[str] = set()
         """Services it won but cannot announce (the interfaces are missing): retried on
         every resync, as updateInterfaces finds new ones."""
@@ -147,9 +145,7 @@ class MetalLBSpeaker(Model):
     def stop(self, *, graceful: bool) -> None:
         """The speaker exits: nothing is announced any more (its ServiceL2Status objects stay
         until its pod is garbage-collected)."""
-        for key in list(self.on_wire):
-            self._wire(key, ())
-        self._wanted = {}
+        self.silence()
         self.announced = {}
         self.config = None
 
@@ -353,29 +349,8 @@ class MetalLBSpeaker(Model):
                 result = None
             else:
                 ips = result.ips
-        if self._wanted.get(key, ()) != ips:
-            if ips:
-                self._wanted[key] = ips
-            else:
-                self._wanted.pop(key, None)
-            self.process.in_order("datapath", self.process.delay("datapath"),
-                                  lambda: self._wire(key, ips))
+        self.hand_to_datapath(key, ips)
         self._sync_status(key, result)
-
-    def _wire(self, key: str, ips: tuple[str, ...]) -> None:
-        before = self.on_wire.get(key, ())
-        if before == ips:
-            return
-        now = self.now()
-        record = self.runtime.announcements
-        for ip in before:
-            record.answer(now, "metallb", self.node, ip, False)
-        for ip in ips:
-            record.answer(now, "metallb", self.node, ip, True)
-        if ips:
-            self.on_wire[key] = ips
-        else:
-            self.on_wire.pop(key, None)
 
     # ----------------------------------------------------------------- ServiceL2Status
 
