@@ -78,13 +78,6 @@ def within(version: Version | None, low: Version, high: Version) -> bool:
     return version is not None and low <= version < high
 
 
-def describe(version: Version | None, newest: Version) -> str:
-    """``1.18.4``, or ``newest (1.20.2)`` for an unknown one."""
-    if version is None:
-        return f"unknown tag, taken as the newest ({'.'.join(map(str, newest))})"
-    return ".".join(map(str, version))
-
-
 def snapshot_cilium_version(objects: Iterable[Mapping[str, Any]]) -> Version | None:
     """Cilium's version from its agent or operator image among snapshot objects."""
     items = list(objects)

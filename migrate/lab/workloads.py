@@ -37,7 +37,7 @@ from migrate.lab.store import ApiError, Store
 
 if TYPE_CHECKING:
     from migrate.lab.models import Runtime
-    from migrate.lab.models._common import Component, Event, Process
+    from migrate.lab.models._common import Component, Event
     from migrate.lab.runtime import Timer
 
 Obj = dict[str, Any]
@@ -643,13 +643,6 @@ class PodController:
         with contextlib.suppress(ApiError):
             store.update(current, subresource="status", manager=MANAGER)
 
-    # ----------------------------------------------------------------- views
-
-    def pods_of(self, component: Component) -> list[PodState]:
-        """The modelled pods of a component, oldest first."""
-        return sorted((s for s in self.pods.values() if s.rule.component is component),
-                      key=lambda s: s.seq)
-
 
 def _max_unavailable(deployment: Obj, replicas: int) -> int:
     """RollingUpdate maxUnavailable (default 25%, rounded down); 0 for Recreate."""
@@ -666,8 +659,3 @@ def _max_unavailable(deployment: Obj, replicas: int) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 0
-
-
-def process_of(component: Component, state: PodState) -> Process | None:
-    """The running process of a modelled pod, if any."""
-    return component.processes.get(state.process_name)

@@ -296,13 +296,6 @@ class Controllers:
             time.sleep(seconds)
             self.run_until_idle()
 
-    def run_for(self, seconds: float, step: float = 1.0) -> None:
-        """Advance a manual clock by ``seconds`` in steps (a settle)."""
-        remaining = seconds
-        while remaining > 0:
-            self.advance(min(step, remaining))
-            remaining -= step
-
     # ----------------------------------------------------------------- switches
 
     def set_enabled(self, component: Component, enabled: bool) -> None:
