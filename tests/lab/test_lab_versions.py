@@ -63,6 +63,25 @@ def test_a_metallb_restart_before_0_14_gives_a_held_ip_to_a_pending_service(
         assert (ips(store, "a-pending"), ips(store, "b-holder")) == (["192.0.2.0"], ["192.0.2.1"])
 
 
+@pytest.mark.parametrize(("version", "holder_keeps"), [("0.13.12", False), ("0.14.0", True)])
+def test_before_0_14_a_pinned_holder_loses_its_ip_to_a_pending_service(
+        version: str, holder_keeps: bool) -> None:
+    """The same restart with the holder pinned (MetalLB's loadBalancerIPs, as the pin stage
+    writes it): before 0.14 the pending Service takes the pinned IP first, and the holder's
+    request then fails."""
+    store = metallb_store(version)
+    store.create(service("a-pending"))
+    store.create(service("b-pinned", ips=("192.0.2.0",),
+                         annotations={"metallb.universe.tf/loadBalancerIPs": "192.0.2.0"}))
+    lab = start(store, **NO_CILIUM)
+    if holder_keeps:
+        assert ips(store, "b-pinned") == ["192.0.2.0"]
+    else:
+        assert (ips(store, "a-pending"), ips(store, "b-pinned")) == (["192.0.2.0"], [])
+        assert any(e[1] == "apps/b-pinned" and e[2] == "AllocationFailed"
+                   for e in lab.metallb_controller.events)
+
+
 @pytest.mark.parametrize(("version", "wanted", "pool_key"), [
     ("0.14.8", "192.0.2.0", "metallb.universe.tf/ip-allocated-from-pool"),
     ("0.14.9", "192.0.2.7", "metallb.io/ip-allocated-from-pool"),
