@@ -65,7 +65,10 @@ class Timing:
     pod's process exits, as a fraction of its ``terminationGracePeriodSeconds``. ``datapath``:
     from a decision to announce (or stop) to the wire answering accordingly. ``lease_jitter``:
     client-go's ``JitterFactor`` on lease acquisition retries (1.2 upstream). ``scale``
-    multiplies every modelled duration (``serve --time-scale``).
+    multiplies every modelled duration (``serve --time-scale``), lease periods and grace
+    periods included; what the objects say stays unscaled (a Lease keeps the
+    ``leaseDurationSeconds`` cilium-config gives, a Terminating pod its
+    ``deletionTimestamp`` of now + grace).
     """
 
     name: str
