@@ -1,9 +1,13 @@
-"""``python -m migrate.lab serve --snapshot DIR [--port N|0] --kubeconfig-out FILE``.
+"""``python -m migrate.lab serve --snapshot DIR [--port N|0] --kubeconfig-out FILE
+[--timing realistic|instant] [--time-scale S] [--seed N]``.
 
 Loads the snapshot into a store, serves the emulated API on 127.0.0.1, writes a kubeconfig for
 it once it accepts requests, and serves until killed (SIGTERM / SIGINT). When the module
 ``migrate.lab.models`` exposes ``build_controllers(store)``, the controller models run in a
-background thread in real time.
+background thread on the real clock: every process reacts after its own delay (the realistic
+timing, or ``--timing instant``: in the tick of the change), every modelled duration
+multiplied by ``--time-scale`` (1: real durations; 0.05: a 30 s grace period takes 1.5 s), the
+delays drawn from ``--seed``.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from migrate.lab.server import LabServer
 from migrate.lab.store import Clock, Store
 
 MODELS_TICK = 0.2
-"""Seconds between two rounds of the controller models under ``serve``."""
+"""Longest wait between two rounds of the controller models under ``serve`` (a round also
+starts when something is due earlier, or when a write arrives)."""
 
 
-def load_controllers(store: Store) -> Any | None:
-    """``migrate.lab.models.build_controllers(store)`` when that exists, else None."""
+def load_controllers(store: Store, **options: Any) -> Any | None:
+    """``migrate.lab.models.build_controllers(store, **options)`` when that exists, else
+    None."""
     try:
         models = importlib.import_module("migrate.lab.models")
     except ModuleNotFoundError as exc:
@@ -40,27 +46,35 @@ def load_controllers(store: Store) -> Any | None:
     if not callable(build):
         return None
     try:
-        return build(store)
+        return build(store, **options)
     except Exception as exc:  # serve the API even when a model cannot start
         print(f"migrate.lab: controller models failed to start: {exc!r}", file=sys.stderr)
         return None
 
 
 def run_controllers(controllers: Any, stop: threading.Event) -> None:
-    """Drive the models in real time: settle, then tell them how much time passed."""
-    last = time.monotonic()
+    """Drive the models in real time: run what is due, then wait until the next thing is due,
+    a write arrives, or a tick has passed."""
+    wake = controllers.wake
     while not stop.is_set():
         try:
             controllers.run_until_idle()
-            now = time.monotonic()
-            controllers.advance(now - last)
-            last = now
+            controllers.advance(0.0)
+            due = controllers.runtime.scheduler.next_due()
         except Exception as exc:  # a model bug must not take the API server down
             print(f"migrate.lab: controller models failed: {exc!r}", file=sys.stderr, flush=True)
-        stop.wait(MODELS_TICK)
+            due = None
+        timeout = MODELS_TICK
+        if due is not None:
+            timeout = min(MODELS_TICK, max(0.0, due - time.time()))
+        if stop.is_set():
+            break
+        wake.wait(timeout)
+        wake.clear()
 
 
-def serve(snapshot: Sequence[str], port: int, kubeconfig_out: str, *, models: bool) -> int:
+def serve(snapshot: Sequence[str], port: int, kubeconfig_out: str, *, models: bool,
+          timing: str = "realistic", time_scale: float = 1.0, seed: int = 0) -> int:
     """Run the lab until a signal arrives; returns the exit code."""
     store, skipped = Store.from_snapshot(list(snapshot), Clock.real())
     for line in skipped:
@@ -71,7 +85,8 @@ def serve(snapshot: Sequence[str], port: int, kubeconfig_out: str, *, models: bo
         print(f"migrate.lab: cannot listen on 127.0.0.1:{port}: {exc.strerror}", file=sys.stderr)
         return 1
     stop = threading.Event()
-    controllers = load_controllers(store) if models else None
+    controllers = load_controllers(store, timing=timing, time_scale=time_scale,
+                                   seed=seed) if models else None
     worker: threading.Thread | None = None
     if controllers is not None:
         worker = threading.Thread(target=run_controllers, args=(controllers, stop),
@@ -85,8 +100,10 @@ def serve(snapshot: Sequence[str], port: int, kubeconfig_out: str, *, models: bo
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     server.write_kubeconfig(kubeconfig_out)
-    print(f"migrate.lab: serving {server.url} (kubeconfig {kubeconfig_out}; models "
-          f"{'running' if controllers is not None else 'off'})", flush=True)
+    running = (f"running, {timing} timing, time scale {time_scale:g}, seed {seed}"
+               if controllers is not None else "off")
+    print(f"migrate.lab: serving {server.url} (kubeconfig {kubeconfig_out}; models {running})",
+          flush=True)
     try:
         while not stop.is_set():
             stop.wait(0.5)
@@ -110,12 +127,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="where to write the kubeconfig for the server")
     run.add_argument("--no-models", action="store_true",
                      help="do not run the controller models")
+    run.add_argument("--timing", choices=("realistic", "instant"), default="realistic",
+                     help="realistic: every process reacts after its own delay, pods take "
+                     "their time to start and stop (default); instant: every reaction in the "
+                     "tick of its cause")
+    run.add_argument("--time-scale", type=float, default=1.0, metavar="S",
+                     help="multiply every modelled duration by S (default 1: real time)")
+    run.add_argument("--seed", type=int, default=0, metavar="N",
+                     help="seed of the modelled delays (same seed, same run)")
     args = parser.parse_args(argv)
+    if args.time_scale <= 0:
+        parser.error("--time-scale must be positive")
     for path in args.snapshot:
         if not Path(path).exists():
             parser.error(f"no such snapshot: {path}")
     try:
-        return serve(args.snapshot, args.port, args.kubeconfig_out, models=not args.no_models)
+        return serve(args.snapshot, args.port, args.kubeconfig_out, models=not args.no_models,
+                     timing=args.timing, time_scale=args.time_scale, seed=args.seed)
     except MigrateError as exc:
         print(f"migrate.lab: {exc}", file=sys.stderr)
         return 1

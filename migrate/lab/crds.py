@@ -361,13 +361,66 @@ def _read_crds(folder: str) -> tuple[Obj, ...]:
     return tuple(found)
 
 
-def default_crds() -> list[Obj]:
-    """The MetalLB and Cilium CRDs: from the CRD folder where present, else built in."""
+def default_crds(cilium_version: tuple[int, ...] | None = None) -> list[Obj]:
+    """The MetalLB and Cilium CRDs: from the CRD folder where present, else built in; with a
+    Cilium version, the Cilium ones as that release serves them (:func:`for_cilium`)."""
     folder = crd_folder()
     found = [copy.deepcopy(c) for c in _read_crds(str(folder))] if folder else []
     names = {c["metadata"]["name"] for c in found}
     found += [c for c in builtin_crds() if c["metadata"]["name"] not in names]
+    if cilium_version is not None:
+        found = for_cilium(found, cilium_version)
     return found
+
+
+CILIUM_V2_SINCE_1_18 = ("CiliumLoadBalancerIPPool", "CiliumBGPClusterConfig",
+                        "CiliumBGPPeerConfig", "CiliumBGPAdvertisement",
+                        "CiliumBGPNodeConfigOverride")
+"""Cilium kinds served as ``cilium.io/v2`` (the storage version) from 1.18 on (PR #39090 for
+the pools), ``v2alpha1`` only before."""
+
+
+def for_cilium(crds: list[Obj], version: tuple[int, ...]) -> list[Obj]:
+    """The Cilium CRDs as ``version`` installs them.
+
+    * before 1.18: pools (and the BGP v2 kinds) are ``cilium.io/v2alpha1`` only;
+    * 1.18: ``v2`` is the storage version and ``v2alpha1`` is served too;
+    * 1.19 and 1.20: ``v2alpha1`` is still served but deprecated (cilium/cilium#39134), and
+      CiliumBGPPeeringPolicy is gone (removed 2025-09, in 1.19);
+    * CiliumL2AnnouncementPolicy stays ``v2alpha1`` only through 1.20.
+    """
+    out: list[Obj] = []
+    for crd in crds:
+        spec = crd.get("spec") or {}
+        kind = (spec.get("names") or {}).get("kind")
+        if spec.get("group") != "cilium.io":
+            out.append(crd)
+            continue
+        if kind == "CiliumBGPPeeringPolicy" and version >= (1, 19):
+            continue
+        if kind in CILIUM_V2_SINCE_1_18:
+            crd = copy.deepcopy(crd)
+            versions = crd["spec"]["versions"]
+            if version < (1, 18):
+                kept = [v for v in versions if v.get("name") == "v2alpha1"]
+                for entry in kept:
+                    entry["served"] = True
+                    entry["storage"] = True
+                    entry.pop("deprecated", None)
+                    entry.pop("deprecationWarning", None)
+                if kept:
+                    crd["spec"]["versions"] = kept
+            else:
+                for entry in versions:
+                    if entry.get("name") != "v2alpha1":
+                        continue
+                    if version < (1, 19):
+                        entry.pop("deprecated", None)
+                        entry.pop("deprecationWarning", None)
+                    else:
+                        entry["deprecated"] = True
+        out.append(crd)
+    return out
 
 
 # --------------------------------------------------------------------------- built-in CRDs

@@ -574,7 +574,10 @@ class Store:
         for doc in docs:
             if is_crd(doc.body):
                 load(doc.body, doc.origin)
-        store._install_missing_crds(default_crds())
+        from migrate.lab.versions import snapshot_cilium_version
+
+        cilium = snapshot_cilium_version(doc.body for doc in docs)
+        store._install_missing_crds(default_crds(cilium))
         for doc in docs:
             if doc.body.get("kind") == "Namespace" and not is_crd(doc.body):
                 if store.try_get("", "Namespace", str(doc.body.get("metadata", {}).get("name"))):
@@ -661,6 +664,15 @@ class Store:
             if exc.status == 404:
                 return None
             raise
+
+    def peek(self, group: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        """One object, SHARED (must not be mutated), or None: a GET without the copy, for
+        the controller models' frequent reads (client-go lease elections)."""
+        with self._lock:
+            rtype = self._types.get((group, kind))
+            if rtype is None:
+                return None
+            return self._objects.get(self._key(rtype, name, namespace))
 
     def list(
         self,

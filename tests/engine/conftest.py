@@ -1,5 +1,13 @@
 """A running emulated cluster per test: the lab API server over a scenario snapshot, with the
-controller models running in real time in a background thread, and migrate's client for it."""
+controller models, and migrate's client for it.
+
+``cluster_factory`` runs the models on the real clock in a background thread, with the instant
+timing by default (what the engine tests that predate the asynchronous lab rely on).
+``virtual_cluster_factory`` runs them on virtual time: a manual clock that only moves when the
+engine waits (its ``WaitOptions`` clock and sleep are the lab's, see ``Cluster.options``), so a
+30 s grace period costs no wall time and a run is the same for the same seed; its timing is
+realistic by default.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ import pytest
 from migrate.apply.executor import ApplyOptions
 from migrate.apply.waits import WaitOptions
 from migrate.kube import Kube, RetryPolicy
-from migrate.lab.models import Controllers, build_controllers
+from migrate.lab.models import Controllers, Timing, build_controllers
 from migrate.lab.server import LabServer
 from migrate.lab.store import Clock, Store
 from migrate.plan.views import ingress_ips
@@ -36,13 +44,30 @@ class Cluster:
     scenario: Path
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    virtual: bool = False
+    """True when the lab runs on virtual time (nothing moves unless someone waits)."""
 
     def settle(self, seconds: float = 0.3) -> None:
-        """Let the controllers catch up."""
+        """Let the controllers catch up (on virtual time: let ``seconds`` of lab time pass)."""
+        if self.virtual:
+            self.controllers.advance(seconds)
+            return
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             self.controllers.run_until_idle()
             time.sleep(0.02)
+
+    def waits(self, *, poll: float = 0.5, timeout_scale: float = 1.0) -> WaitOptions:
+        """Wait options for the engine on this lab: on virtual time its clock is the lab's and
+        its sleep moves the lab's clock."""
+        if not self.virtual:
+            return WaitOptions(poll=0.05, timeout_scale=0.1)
+        return WaitOptions(poll=poll, timeout_scale=timeout_scale, clock=self.controllers.now,
+                           sleep=self.controllers.sleep)
+
+    def options(self, **kwargs: object) -> ApplyOptions:
+        """Apply options whose waits run on this lab's time (see :meth:`waits`)."""
+        return ApplyOptions(waits=self.waits(), **kwargs)  # type: ignore[arg-type]
 
     def assert_ips_kept(self, expected: Mapping[str, list[str]], *, now: bool = True) -> None:
         """I1 as the lab saw it: no status write ever changed or emptied one of these Services'
@@ -82,31 +107,65 @@ def _run(controllers: Controllers, stop: threading.Event) -> None:
         stop.wait(0.02)
 
 
-ClusterFactory = Callable[[str | Path], Cluster]
+ClusterFactory = Callable[..., Cluster]
+
+
+def _served(store: Store, controllers: Controllers, kubeconfig: Path, scenario: Path, *,
+            virtual: bool) -> Cluster:
+    """The lab API server over ``store`` and a client for it."""
+    server = LabServer(store).start()
+    server.write_kubeconfig(kubeconfig)
+    kube = Kube.from_kubeconfig(str(kubeconfig), retry=RetryPolicy(attempts=4, base_delay=0.01))
+    return Cluster(store, server, controllers, kube, kubeconfig, scenario, virtual=virtual)
 
 
 @pytest.fixture
 def cluster_factory(tmp_path: Path) -> Iterator[ClusterFactory]:
-    """Start emulated clusters from testdata/clusters/<name> (or a folder of the test's own);
-    all stopped at teardown."""
+    """Start emulated clusters from testdata/clusters/<name> (or a folder of the test's own) on
+    the real clock: ``start(name, timing="instant", seed=0, time_scale=1.0)``; all stopped at
+    teardown."""
     started: list[Cluster] = []
 
-    def start(name: str | Path) -> Cluster:
+    def start(name: str | Path, *, timing: str | Timing = "instant", seed: int = 0,
+              time_scale: float = 1.0) -> Cluster:
         scenario = name if isinstance(name, Path) else CLUSTERS / name
         store, skipped = Store.from_snapshot([scenario], Clock.real())
         assert not skipped, skipped
-        controllers = build_controllers(store)
+        controllers = build_controllers(store, timing=timing, seed=seed, time_scale=time_scale)
         controllers.run_until_idle()
-        server = LabServer(store).start()
-        kubeconfig = server.write_kubeconfig(tmp_path / f"kubeconfig-{len(started)}")
-        kube = Kube.from_kubeconfig(str(kubeconfig),
-                                    retry=RetryPolicy(attempts=4, base_delay=0.01))
-        cluster = Cluster(store, server, controllers, kube, kubeconfig, scenario)
+        cluster = _served(store, controllers, tmp_path / f"kubeconfig-{len(started)}",
+                          scenario, virtual=False)
         cluster._thread = threading.Thread(target=_run, args=(controllers, cluster._stop),
                                            daemon=True)
         cluster._thread.start()
         started.append(cluster)
         cluster.settle()
+        return cluster
+
+    try:
+        yield start
+    finally:
+        for cluster in started:
+            cluster.stop()
+
+
+@pytest.fixture
+def virtual_cluster_factory(tmp_path: Path) -> Iterator[ClusterFactory]:
+    """Start emulated clusters from testdata/clusters/<name> on virtual time:
+    ``start(name, timing="realistic", seed=0)``. Nothing runs in the background: the lab moves
+    when the engine waits through ``cluster.options()`` / ``cluster.waits()``, or when the
+    test calls ``cluster.settle(seconds)``. All stopped at teardown."""
+    started: list[Cluster] = []
+
+    def start(name: str | Path, *, timing: str | Timing = "realistic", seed: int = 0) -> Cluster:
+        scenario = name if isinstance(name, Path) else CLUSTERS / name
+        store, skipped = Store.from_snapshot([scenario], Clock.manual())
+        assert not skipped, skipped
+        controllers = build_controllers(store, timing=timing, seed=seed)
+        cluster = _served(store, controllers, tmp_path / f"kubeconfig-virtual-{len(started)}",
+                          scenario, virtual=True)
+        started.append(cluster)
+        cluster.settle(1.0)
         return cluster
 
     try:

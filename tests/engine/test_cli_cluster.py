@@ -23,13 +23,14 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A lab serving the guide's cluster (models running; another snapshot through indirect
-    parametrization); yields its kubeconfig path."""
+    """A lab serving the guide's cluster (models running, instant timing: the engine's waits
+    predate the asynchronous lab; another snapshot through indirect parametrization); yields
+    its kubeconfig path."""
     kubeconfig = tmp_path / "kubeconfig"
     snapshot = getattr(request, "param", GUIDE)
     process = subprocess.Popen(
         [sys.executable, "-m", "migrate.lab", "serve", "--snapshot", str(snapshot), "--port",
-         "0", "--kubeconfig-out", str(kubeconfig)],
+         "0", "--kubeconfig-out", str(kubeconfig), "--timing", "instant"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert process.stdout is not None

@@ -1,5 +1,9 @@
 """Small builders for the controller-model tests: a store on a manual clock loaded from the YAML
-fixtures in ``fixtures/models``, and short constructors for Services and pools."""
+fixtures in ``fixtures/models``, and short constructors for Services and pools.
+
+``start`` builds the models with the instant timing (every reaction in the tick of its cause);
+``start_realistic`` with the asynchronous one on the same manual clock (virtual time: the test
+moves it with ``lab.advance``)."""
 
 from __future__ import annotations
 
@@ -31,9 +35,61 @@ def new_store(*fixtures: str) -> Store:
     return store
 
 
-def start(store: Store, **switches: bool) -> Controllers:
-    """Build the controllers over ``store`` (all on unless switched off)."""
+def start(store: Store, **switches: Any) -> Controllers:
+    """Build the controllers over ``store`` (all on unless switched off), instant timing."""
     return build_controllers(store, **switches)
+
+
+def start_realistic(store: Store, *, seed: int = 0, **switches: Any) -> Controllers:
+    """Build the controllers with the realistic timing, delays drawn from ``seed``."""
+    return build_controllers(store, timing="realistic", seed=seed, **switches)
+
+
+def deployment(name: str, namespace: str, labels: dict[str, str], *, replicas: int = 1,
+               image: str = "", grace: int | None = None, args: tuple[str, ...] = (),
+               env: dict[str, str] | None = None, status: Obj | None = None) -> Obj:
+    """A Deployment with a pod template (one container)."""
+    container: Obj = {"name": name, "image": image or f"example/{name}"}
+    if args:
+        container["args"] = list(args)
+    if env:
+        container["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    pod_spec: Obj = {"containers": [container]}
+    if grace is not None:
+        pod_spec["terminationGracePeriodSeconds"] = grace
+    body: Obj = {"apiVersion": "apps/v1", "kind": "Deployment",
+                 "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                 "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                          "template": {"metadata": {"labels": labels}, "spec": pod_spec}}}
+    if status is not None:
+        body["status"] = status
+    return body
+
+
+def daemonset(name: str, namespace: str, labels: dict[str, str], *, image: str = "",
+              grace: int | None = None, args: tuple[str, ...] = (),
+              node_selector: dict[str, str] | None = None) -> Obj:
+    """A DaemonSet with a pod template (one container)."""
+    body = deployment(name, namespace, labels, image=image, grace=grace, args=args)
+    body["kind"] = "DaemonSet"
+    del body["spec"]["replicas"]
+    if node_selector:
+        body["spec"]["template"]["spec"]["nodeSelector"] = node_selector
+    return body
+
+
+def replace_workload(store: Store, body: Obj) -> None:
+    """Put ``body`` in place of the stored workload of the same name."""
+    current = store.get("apps", body["kind"], body["metadata"]["name"],
+                        body["metadata"]["namespace"])
+    current["spec"] = body["spec"]
+    store.update(current)
+
+
+def pods(store: Store, namespace: str, **labels: str) -> list[Obj]:
+    """The pods of a namespace carrying ``labels``."""
+    return [p for p in store.list("", "Pod", namespace)
+            if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())]
 
 
 def service(name: str, *, namespace: str = "apps", ips: tuple[str, ...] = (),

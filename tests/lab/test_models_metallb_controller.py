@@ -184,8 +184,9 @@ def webhook_lab() -> tuple[Store, Controllers]:
 def test_webhook_rejects_writes_while_the_controller_is_down(
     webhook_lab: tuple[Store, Controllers],
 ) -> None:
-    store, _ = webhook_lab
+    store, lab = webhook_lab
     scale(store, "metallb-system", "controller", 0)
+    lab.run_until_idle()  # the pod is Terminating: the webhook Service has no endpoint left
     with pytest.raises(ApiError) as created:
         store.create(metallb_pool("pool-b", "198.51.100.0/24"))
     assert created.value.status == 500
@@ -203,8 +204,9 @@ def test_webhook_rejects_writes_while_the_controller_is_down(
 def test_ignore_failure_policy_bypasses_the_down_webhook(
     webhook_lab: tuple[Store, Controllers],
 ) -> None:
-    store, _ = webhook_lab
+    store, lab = webhook_lab
     scale(store, "metallb-system", "controller", 0)
+    lab.run_until_idle()
     config = store.get("admissionregistration.k8s.io", "ValidatingWebhookConfiguration",
                        "metallb-webhook-configuration")
     for webhook in config["webhooks"]:

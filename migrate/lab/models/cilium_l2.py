@@ -1,29 +1,48 @@
 """Model of Cilium's L2 announcer (pkg/l2announcer), following reference/cilium.md §2 [C2].
 
-One ``coordination.k8s.io/v1`` Lease per announced Service, named
-``cilium-l2announce-<namespace>-<name>`` in Cilium's namespace, held by one eligible node;
-that node answers ARP for the Service's IPs. Leases are renewed on the store's clock, expire
-when their holder stops renewing, and are then taken by another eligible node.
+One :class:`CiliumL2Agent` runs per agent pod, i.e. per node. Like ``l2announcer.go`` each
+agent keeps the policies whose ``nodeSelector`` matches its own CiliumNode's labels, the
+Services those policies select (``upsertPolicy`` / ``upsertSvc``), and runs one client-go
+leader election per selected Service on the Lease ``cilium-l2announce-<namespace>-<name>`` in
+Cilium's namespace, with its node name as identity (``newLeaseLock``,
+``serviceLeaderElection``: ``ReleaseOnCancel: true``).
 
-Which eligible node wins a lease is first come, first served in Cilium: nothing ties the
-elections of two Services together, so Services sharing one IP can get different holders, and
-then both nodes answer ARP for it (cilium/cilium#48419). The model keeps that: the winner is
-the candidate ranked first by a hash of the lease name and the node (``race_order``), which
+The election follows client-go ``tools/leaderelection/leaderelection.go``: a candidate GETs
+the Lease every retry period, jittered by ``JitterFactor`` 1.2, and takes it once it has seen
+no change for the lease duration (or finds it released); the holder renews every retry period
+(one UPDATE, the fast path), and gives the Lease up (empty holder, 1 s duration) when it stops
+(the Service is no longer selected, or the agent shuts down gracefully). Every one of those
+calls is in the lab's request record.
+
+The lease is taken whether or not the agent can answer: only the devices of the agent
+(``devices`` in cilium-config, else detected; :mod:`migrate.lab.models.interfaces`) that a
+matching policy's ``interfaces`` select, and that carry an address, answer ARP
+(``desiredEntries``). So a node can hold a lease and answer nothing. Entries follow the
+leadership after the datapath delay; on release the Lease is written first, the entries go
+after (``gcOrphanedService``: ``stop()`` then ``recalculateL2EntriesTableEntries``).
+
+Which eligible node wins is first come, first served: nothing ties the elections of two
+Services together, so Services sharing one IP can get different holders, and then both nodes
+answer ARP for it (cilium/cilium#48419). With the instant timing every candidate tries at the
+same moment; the tie is broken by ``race_order`` (a hash of the lease name and the node), which
 differs from Service to Service and stays the same from run to run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from migrate.lab.models._common import (
-    Cache,
+    Announcer,
+    Component,
     Event,
     Model,
     Obj,
+    Process,
     ingress_ips,
     labels_of,
     meta,
@@ -35,17 +54,18 @@ from migrate.lab.models._common import (
     spec_of,
 )
 from migrate.lab.models.cilium_lbipam import L2_CLASS, service_labels
-from migrate.lab.store import ApiError, Store
+from migrate.lab.models.interfaces import Devices, agent_devices
+from migrate.lab.runtime import CILIUM_AGENT, Timer
+from migrate.lab.store import ApiError
+
+if TYPE_CHECKING:
+    from migrate.lab.models import Runtime
 
 LEASE_GROUP = "coordination.k8s.io"
 LEASE_PREFIX = "cilium-l2announce-"
 POLICY_KIND = "CiliumL2AnnouncementPolicy"
 AGENT_LABEL = ("k8s-app", "cilium")
 GC_INTERVAL = 60.0
-_RELEVANT_KINDS = {
-    ("", "Service"), ("", "Node"), ("", "Pod"), ("", "ConfigMap"), (LEASE_GROUP, "Lease"),
-    ("cilium.io", POLICY_KIND), ("cilium.io", "CiliumNode"),
-}
 
 
 @dataclass(frozen=True)
@@ -70,19 +90,6 @@ class LeaseTimings:
 
 
 @dataclass(frozen=True)
-class Desired:
-    """A Service some policy selects and that has IPs to announce."""
-
-    service: str
-    lease: str
-    ips: tuple[str, ...]
-    candidates: tuple[str, ...]
-    """Eligible nodes with a live agent, sorted (first come, first served → first name)."""
-    interfaces: dict[str, tuple[str, ...]]
-    """Per candidate: interface regexes of its matching policies; empty = all devices."""
-
-
-@dataclass(frozen=True)
 class CiliumAnnouncement:
     """Who holds one Service's lease and answers for its IPs."""
 
@@ -91,152 +98,171 @@ class CiliumAnnouncement:
     node: str
     ips: tuple[str, ...]
     interfaces: tuple[str, ...]
+    """Devices answering; empty = every device of the agent (the policies name none)."""
 
 
-class CiliumL2Announcer(Model):
-    """Every Cilium agent's L2 announcer at once.
+@dataclass
+class Selected:
+    """A Service some of this agent's policies select, with its election."""
 
-    Runs only when ``enable-l2-announcements`` is "true" in ``cilium-config`` (no
-    cilium-config in the store: enabled). A node's agent is alive when a pod labelled
-    k8s-app=cilium (in Cilium's namespace) runs on it; when the store holds no such pod (and
-    never did) every node has one. Among eligible nodes the lexically first takes a free
-    lease, so runs repeat.
-    The holder renews every renew-deadline period (the real agent every retry period; both
-    keep the lease well within its duration).
-    """
+    service: str
+    lease: str
+    ips: tuple[str, ...] = ()
+    interfaces: tuple[str, ...] = ()
+    answers: bool = False
+    """Whether any selected device can answer (matches and carries an address)."""
+    elector: Elector | None = None
+
+
+@dataclass
+class Record:
+    """A Lease spec as the elector observed it (leaderelection's observedRecord)."""
+
+    holder: str
+    duration: float
+    acquire: str
+    renew: str
+    transitions: int
+
+    @classmethod
+    def of(cls, lease: Obj) -> Record:
+        spec = spec_of(lease)
+        return cls(str(spec.get("holderIdentity") or ""),
+                   float(spec.get("leaseDurationSeconds") or 0),
+                   str(spec.get("acquireTime") or ""), str(spec.get("renewTime") or ""),
+                   int(spec.get("leaseTransitions") or 0))
+
+
+@dataclass
+class Elector:
+    """client-go's LeaderElector for one Service's lease, run by one agent."""
+
+    lease: str
+    service: str
+    leading: bool = False
+    observed: Record | None = None
+    observed_time: float = 0.0
+    resource_version: str = ""
+    renewed: float = 0.0
+    done: bool = False
+    timer: Timer | None = field(default=None, repr=False)
+
+
+class CiliumL2Agent(Announcer):
+    """The L2 announcer of the agent on one node."""
 
     name = "cilium-l2"
     manager = "cilium-agent"
+    stack = "cilium"
 
-    def __init__(self, store: Store, cache: Cache, *, namespace: str = "kube-system",
-                 enabled: bool = True) -> None:
-        super().__init__(store, cache, enabled=enabled)
-        self.namespace = namespace
+    def __init__(self, process: Process) -> None:
+        super().__init__(process)
+        component = process.component
+        assert isinstance(component, CiliumAgents)
+        self.namespace = component.namespace
+        self.node = process.node or ""
         self.timings = LeaseTimings()
         self.feature_enabled = True
-        self.desired: dict[str, Desired] = {}
-        self._agents_seen = False
-        self._dirty = True
-        self._next_tick: float | None = None
-        self._next_gc: float | None = None
-        self._epoch = self._clock_epoch()
-        self._policies: list[Obj] = []
-        self._nodes: list[tuple[str, dict[str, str]]] = []
-        self._times: dict[str, float] = {}
+        self.devices = Devices({}, anything=True)
+        self.policies: list[Obj] = []
+        self.selected: dict[str, Selected] = {}
+        self._gc: Timer | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        """Agents start: read config, compute desires, take or renew leases."""
-        self._dirty = True
-        now = self.store.clock.now()
-        self._next_tick = now + self.timings.retry_period
-        self._next_gc = now + GC_INTERVAL
-        self._reconcile(now)
+        """The agent starts: read its config and devices, select, start the elections."""
+        self._refresh()
+        self._gc = self.process.later(GC_INTERVAL, self._lease_gc, label="lease GC")
 
-    def stop(self) -> None:
-        """Agents gone: nothing renews (leases expire on their own)."""
-        self.desired = {}
-        self._next_tick = None
-        self._next_gc = None
+    def stop(self, *, graceful: bool) -> None:
+        """The agent exits. Gracefully: every election is cancelled and its lease released
+        (ReleaseOnCancel); killed: nothing is written, leases expire on their own. Either
+        way nothing is answered any more."""
+        for sel in list(self.selected.values()):
+            if sel.elector is not None:
+                if graceful and sel.elector.leading:
+                    self._release(sel.elector)
+                if sel.elector.timer is not None:
+                    sel.elector.timer.cancel()
+        self.silence()
+        self.selected = {}
 
     def handle(self, event: Event) -> None:
-        """Any change but our own lease renewals may change what is desired."""
+        """Services, policies, this node and cilium-config change what is selected."""
         group, kind = event.group_kind
-        if (group, kind) not in _RELEVANT_KINDS:
+        if (group, kind) == ("", "Service"):
+            self._refresh(only=service_key(event.obj))
             return
-        if kind == "Lease" and (event.type != "DELETED"
-                                or not name_of(event.obj).startswith(LEASE_PREFIX)):
-            return
-        if kind == "ConfigMap" and name_of(event.obj) != "cilium-config":
-            return
-        if kind == "Pod" and labels_of(event.obj).get(AGENT_LABEL[0]) != AGENT_LABEL[1]:
-            return  # only agent pods matter
-        if kind == "Service" and not self._dirty:
-            # only this Service's desire can change: recompute it alone
-            key = service_key(event.obj)
-            svc = self.cache.get("", "Service", name_of(event.obj), namespace_of(event.obj))
-            want = self._desire(svc) if svc is not None else None
-            if want is None:
-                self.desired.pop(key, None)
-            else:
-                self.desired[key] = want
-            lease_name = f"{LEASE_PREFIX}{namespace_of(event.obj)}-{name_of(event.obj)}"
-            self._reconcile(self.store.clock.now(), only={lease_name})
-            return
-        self._dirty = True
-        self._reconcile(self.store.clock.now())
+        other_config = kind == "ConfigMap" and name_of(event.obj) != "cilium-config"
+        other_node = kind in ("Node", "CiliumNode") and name_of(event.obj) != self.node
+        if not (other_config or other_node):
+            self._refresh()
 
-    def next_deadline(self) -> float | None:
-        """The next retry-period tick or lease GC."""
-        times = [t for t in (self._next_tick, self._next_gc) if t is not None]
-        return min(times) if times else None
+    # ----------------------------------------------------------------- selection
 
-    def on_time(self, now: float) -> None:
-        """Renew, take expired leases, GC released ones."""
-        if self._next_tick is not None and now >= self._next_tick:
-            while self._next_tick <= now:
-                self._next_tick += self.timings.retry_period
-        gc_due = self._next_gc is not None and now >= self._next_gc
-        if gc_due and self._next_gc is not None:
-            while self._next_gc <= now:
-                self._next_gc += GC_INTERVAL
-        self._reconcile(now, gc=gc_due)
-
-    # ----------------------------------------------------------------- desires
-
-    def _read_config(self) -> None:
+    def _config(self) -> dict[str, str]:
         config = self.cache.get("", "ConfigMap", "cilium-config", self.namespace)
         if config is None:
-            self.feature_enabled = True
-            self.timings = LeaseTimings()
-            return
-        data = {str(k): str(v) for k, v in (config.get("data") or {}).items()}
-        self.feature_enabled = data.get("enable-l2-announcements", "false").lower() == "true"
-        self.timings = LeaseTimings.from_config(data)
-
-    def _agent_nodes(self) -> set[str] | None:
-        """Nodes with a live agent pod; None = every node (no agent pods known)."""
-        pods = [p for p in self.cache.list("", "Pod", self.namespace)
-                if labels_of(p).get(AGENT_LABEL[0]) == AGENT_LABEL[1]]
-        if pods:
-            self._agents_seen = True
-        if not self._agents_seen:
-            return None
-        return {str(spec_of(p).get("nodeName") or "") for p in pods
-                if not meta(p).get("deletionTimestamp")}
-
-    def _node_labels(self, node: Obj) -> dict[str, str]:
-        """Policies select on the node's CiliumNode labels [C2]; the Node's when absent."""
-        cilium_node = self.cache.get("cilium.io", "CiliumNode", name_of(node))
-        return labels_of(cilium_node) if cilium_node is not None else labels_of(node)
-
-    def _compute_desired(self) -> dict[str, Desired]:
-        self._read_config()
-        self._policies = self.cache.list("cilium.io", POLICY_KIND)
-        agents = self._agent_nodes()
-        self._nodes = [(name_of(n), self._node_labels(n)) for n in self.cache.list("", "Node")
-                       if agents is None or name_of(n) in agents]
-        if not self.feature_enabled or not self._policies:
             return {}
-        desired: dict[str, Desired] = {}
-        for svc in self.cache.list("", "Service"):
-            want = self._desire(svc)
-            if want is not None:
-                desired[want.service] = want
-        return desired
+        return {str(k): str(v) for k, v in (config.get("data") or {}).items()}
 
-    def _desire(self, svc: Obj) -> Desired | None:
-        """What the policies want for one Service (None: no lease)."""
-        if not self.feature_enabled:
-            return None
+    def _node_labels(self) -> dict[str, str]:
+        """Policies select on the node's CiliumNode labels [C2]; the Node's when absent."""
+        cilium_node = self.cache.get("cilium.io", "CiliumNode", self.node)
+        if cilium_node is not None:
+            return labels_of(cilium_node)
+        return labels_of(self.cache.get("", "Node", self.node) or {})
+
+    def _refresh(self, only: str | None = None) -> None:
+        """Recompute the selected Services (one, or all), start and stop elections, and move
+        the datapath entries of what this agent leads."""
+        if only is None:
+            data = self._config()
+            if not data and self.cache.get("", "ConfigMap", "cilium-config",
+                                           self.namespace) is None:
+                self.feature_enabled = True
+            else:
+                self.feature_enabled = data.get("enable-l2-announcements",
+                                                "false").lower() == "true"
+            self.timings = LeaseTimings.from_config(data)
+            self.devices = agent_devices(self.cache.get("", "Node", self.node), data)
+            labels = self._node_labels()
+            self.policies = [
+                p for p in self.cache.list("cilium.io", POLICY_KIND)
+                if not isinstance(spec_of(p).get("nodeSelector"), dict)
+                or selector_matches(spec_of(p)["nodeSelector"], labels)]
+            keys = {service_key(s) for s in self.cache.list("", "Service")} | set(self.selected)
+        else:
+            keys = {only}
+        for key in sorted(keys):
+            namespace, _, name = key.partition("/")
+            svc = self.cache.get("", "Service", name, namespace)
+            want = self._desire(svc) if svc is not None and self.feature_enabled else None
+            held = self.selected.get(key)
+            if want is None:
+                if held is not None:
+                    self._unselect(held)
+                continue
+            if held is None:
+                self.selected[key] = want
+                want.elector = Elector(want.lease, key)
+                self._try_later(want.elector, 0.0)
+            else:
+                held.ips, held.interfaces, held.answers = want.ips, want.interfaces, want.answers
+            self._entries(key)
+
+    def _desire(self, svc: Obj) -> Selected | None:
+        """What this agent's policies want for one Service (None: not selected, or no IP)."""
         spec = spec_of(svc)
         if spec.get("loadBalancerClass") not in (None, L2_CLASS):
             return None  # [C2] no class or io.cilium/l2-announcer only
         labels = service_labels(svc)
         ips: list[str] = []
-        per_node: dict[str, set[str] | None] = {}
-        for policy in self._policies:
+        devices: set[str] = set()
+        everything = False
+        answers = False
+        for policy in self.policies:
             pspec = spec_of(policy)
             selector = pspec.get("serviceSelector")
             if isinstance(selector, dict) and not selector_matches(selector, labels):
@@ -249,180 +275,267 @@ class CiliumL2Announcer(Model):
             if not policy_ips:
                 continue
             ips += [ip for ip in policy_ips if ip not in ips]
-            node_selector = pspec.get("nodeSelector")
-            interfaces = [str(i) for i in pspec.get("interfaces") or []]
-            for node_name, node_labels in self._nodes:
-                if isinstance(node_selector, dict) and not selector_matches(
-                        node_selector, node_labels):
-                    continue
-                held = per_node.get(node_name, set())
-                if held is None or not interfaces:
-                    per_node[node_name] = None
-                else:
-                    per_node[node_name] = held | set(interfaces)
+            regexes = [str(i) for i in pspec.get("interfaces") or []]
+            if not _regexes_compile(regexes):
+                continue  # io.cilium/bad-interface-regex: upsertPolicy fails, not selected
+            chosen, can = self.devices.matching(regexes)
+            if can:
+                answers = True
+                if not chosen:
+                    everything = True
+                devices |= set(chosen)
         if not ips:
             return None
-        return Desired(
-            service=service_key(svc),
-            lease=f"{LEASE_PREFIX}{namespace_of(svc)}-{name_of(svc)}",
-            ips=tuple(ips),
-            candidates=tuple(sorted(per_node)),
-            interfaces={n: tuple(sorted(i)) if i else () for n, i in per_node.items()},
-        )
+        return Selected(service_key(svc), f"{LEASE_PREFIX}{namespace_of(svc)}-{name_of(svc)}",
+                        tuple(ips), () if everything else tuple(sorted(devices)), answers)
 
-    # ----------------------------------------------------------------- leases
+    def _unselect(self, sel: Selected) -> None:
+        """gcOrphanedService: stop the election (releasing a held lease), then the entries."""
+        self.selected.pop(sel.service, None)
+        elector = sel.elector
+        if elector is not None:
+            if elector.timer is not None:
+                elector.timer.cancel()
+            elector.done = True
+            if elector.leading:
+                self._release(elector)
+        self._entries(sel.service, force_off=True)
 
-    def _reconcile(self, now: float, *, gc: bool = False, only: set[str] | None = None) -> None:
-        """Take, renew, release and collect leases (``only``: just these lease names)."""
-        if self._dirty:
-            self.desired = self._compute_desired()
-            self._dirty = False
-        agents = self._agent_nodes()
-        wanted = {d.lease: d for d in self.desired.values()}
-        for want in sorted(wanted.values(), key=lambda d: d.lease):
-            if only is not None and want.lease not in only:
-                continue
-            lease = self.cache.get(LEASE_GROUP, "Lease", want.lease, self.namespace)
-            if lease is None:
-                if want.candidates:
-                    self._create(want, race_order(want.lease, want.candidates)[0], now)
-                continue
-            holder = str(spec_of(lease).get("holderIdentity") or "")
-            if holder and holder in want.candidates:
-                if now - self._renew_time(lease) >= self.timings.renew_deadline:
-                    self._write_lease(lease, holder, now, acquired=False)
-            elif holder and (agents is None or holder in agents):
-                # the holder's agent no longer selects this Service: it gives the lease up
-                self._release(lease, now)
-            elif want.candidates and (not holder or now >= self._expiry(lease)):
-                self._write_lease(lease, race_order(want.lease, want.candidates)[0], now,
-                                  acquired=True)
-        if only is not None:
-            leases = [lease for lease in (self.cache.get(LEASE_GROUP, "Lease", name,
-                                                         self.namespace) for name in only)
-                      if lease is not None]
-        else:
-            leases = self.cache.list(LEASE_GROUP, "Lease", self.namespace)
-        for lease in leases:
-            name = name_of(lease)
-            if not name.startswith(LEASE_PREFIX) or name in wanted:
-                continue
-            holder = str(spec_of(lease).get("holderIdentity") or "")
-            if holder and (agents is None or holder in agents):
-                self._release(lease, now)
-            elif not holder and gc:
-                with contextlib.suppress(ApiError):  # already gone
-                    self.store.delete(LEASE_GROUP, "Lease", name, self.namespace)
+    # ----------------------------------------------------------------- leader election
 
-    def _create(self, want: Desired, holder: str, now: float) -> None:
-        stamp = self.store.clock.rfc3339_micro(now)
-        body: Obj = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {"name": want.lease, "namespace": self.namespace},
-            "spec": {
-                "holderIdentity": holder,
-                "leaseDurationSeconds": int(self.timings.duration),
-                "acquireTime": stamp,
-                "renewTime": stamp,
-                "leaseTransitions": 0,
-            },
-        }
+    def _try_later(self, elector: Elector, seconds: float, *, jitter: bool = False) -> None:
+        if elector.done:
+            return
+        if jitter and self.runtime.timing.lease_jitter > 0:
+            seconds += seconds * self.runtime.timing.lease_jitter * self.process.rng.random()
+        key = race_key(elector.lease, self.node)
+        elector.timer = self.process.later(seconds, lambda: self._try(elector), key=key,
+                                           label=f"{self.node} {elector.lease}")
+
+    def _lease(self, name: str) -> Obj | None:
+        self.api("GET", "leases", name)
+        return self.store.peek(LEASE_GROUP, "Lease", name, self.namespace)
+
+    def _try(self, elector: Elector) -> None:
+        """tryAcquireOrRenew, then the next attempt one retry period later."""
+        sel = self.selected.get(elector.service)
+        if sel is None or sel.elector is not elector or elector.done:
+            return
+        now = self.now()
+        scale = self.runtime.timing.scale
+        retry = self.timings.retry_period
+        if elector.leading and self._valid(elector, now) and self._update(
+                elector, sel, now, fast=True):
+            self._try_later(elector, retry)
+            return
+        lease = self._lease(elector.lease)
+        if lease is None:
+            if self._create(elector, sel, now):
+                self._lead(elector, sel, True)
+                self._try_later(elector, retry)
+            else:
+                self._try_later(elector, retry, jitter=True)
+            return
+        record = Record.of(lease)
+        if record != elector.observed:
+            elector.observed = record
+            elector.observed_time = now
+        elector.resource_version = str(meta(lease).get("resourceVersion") or "")
+        if record.holder and record.holder != self.node and self._valid(elector, now):
+            if elector.leading:  # someone else holds it: leadership is lost
+                self._lead(elector, sel, False)
+                elector.done = True  # RunOrDie returns; serviceLeaderElection ends
+                return
+            self._try_later(elector, retry, jitter=True)
+            return
+        if self._update(elector, sel, now, fast=False):
+            if not elector.leading:
+                self._lead(elector, sel, True)
+            self._try_later(elector, retry)
+            return
+        if elector.leading and now - elector.renewed >= self.timings.renew_deadline * scale:
+            self._lead(elector, sel, False)
+            elector.done = True
+            return
+        self._try_later(elector, retry, jitter=not elector.leading)
+
+    def _valid(self, elector: Elector, now: float) -> bool:
+        """isLeaseValid: the observed record has not been stale for its duration."""
+        if elector.observed is None:
+            return False
+        return elector.observed_time + elector.observed.duration * self.runtime.timing.scale \
+            > now
+
+    def _stamp(self, now: float) -> str:
+        return self.store.clock.rfc3339_micro(now)
+
+    def _body(self, elector: Elector, spec: Obj, *, versioned: bool = True) -> Obj:
+        metadata: Obj = {"name": elector.lease, "namespace": self.namespace}
+        if versioned:
+            metadata["resourceVersion"] = elector.resource_version
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata,
+                "spec": spec}
+
+    @staticmethod
+    def _observe(elector: Elector, lease: Obj, now: float) -> None:
+        """Our write went through: that is the record we observe now."""
+        elector.observed = Record.of(lease)
+        elector.observed_time = now
+        elector.resource_version = str(meta(lease).get("resourceVersion") or "")
+        elector.renewed = now
+
+    def _create(self, elector: Elector, sel: Selected, now: float) -> bool:
+        stamp = self._stamp(now)
+        spec = {"holderIdentity": self.node, "leaseDurationSeconds": int(self.timings.duration),
+                "acquireTime": stamp, "renewTime": stamp, "leaseTransitions": 0}
+        self.api("CREATE", "leases", elector.lease)
         try:
-            self.store.create(body, manager=self.manager)
-            self.record(want.service, "LeaseAcquired", f"{holder} took {want.lease}")
+            created = self.store.create(self._body(elector, spec, versioned=False),
+                                        manager=self.manager)
         except ApiError as exc:
             if exc.status != 409:
-                self.record(want.service, "LeaseCreateFailed", exc.message)
+                self.record(sel.service, "LeaseCreateFailed", exc.message)
+            return False
+        self.record(sel.service, "LeaseAcquired", f"{self.node} took {elector.lease}")
+        self._observe(elector, created, now)
+        return True
 
-    def _write_lease(self, lease: Obj, holder: str, now: float, *, acquired: bool) -> None:
-        current = self.store.try_get(LEASE_GROUP, "Lease", name_of(lease), self.namespace)
-        if current is None:
-            return
-        spec = current.setdefault("spec", {})
-        stamp = self.store.clock.rfc3339_micro(now)
-        if acquired:
-            if spec.get("holderIdentity") != holder:
-                spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
-            spec["acquireTime"] = stamp
-            self.record(name_of(lease), "LeaseAcquired", f"{holder} took {name_of(lease)}")
-        spec["holderIdentity"] = holder
-        spec["renewTime"] = stamp
-        spec["leaseDurationSeconds"] = int(self.timings.duration)
-        self._update(current)
-
-    def _release(self, lease: Obj, now: float) -> None:
-        """ReleaseOnCancel: empty holder, 1 s duration."""
-        current = self.store.try_get(LEASE_GROUP, "Lease", name_of(lease), self.namespace)
-        if current is None:
-            return
-        spec = current.setdefault("spec", {})
-        stamp = self.store.clock.rfc3339_micro(now)
-        spec.update({"holderIdentity": "", "leaseDurationSeconds": 1,
-                     "acquireTime": stamp, "renewTime": stamp})
-        self.record(name_of(lease), "LeaseReleased", f"{name_of(lease)} released")
-        self._update(current)
-
-    def _update(self, lease: Obj) -> None:
-        meta(lease).pop("resourceVersion", None)
+    def _update(self, elector: Elector, sel: Selected, now: float, *, fast: bool) -> bool:
+        """Write our record (renew, or take over); False on a conflict or a failure."""
+        observed = elector.observed or Record("", 0.0, "", "", 0)
+        stamp = self._stamp(now)
+        leading = observed.holder == self.node  # IsLeader: the observed holder is us
+        spec = {"holderIdentity": self.node, "leaseDurationSeconds": int(self.timings.duration),
+                "acquireTime": observed.acquire if leading else stamp, "renewTime": stamp,
+                "leaseTransitions": observed.transitions if leading or observed.holder ==
+                self.node else observed.transitions + 1}
+        self.api("UPDATE", "leases", elector.lease)
         try:
-            self.store.update(lease, manager=self.manager)
+            updated = self.store.update(self._body(elector, spec), manager=self.manager)
         except ApiError as exc:
-            self.record(name_of(lease), "LeaseUpdateFailed", exc.message)
+            if not (fast and exc.status == 409):
+                self.record(sel.service, "LeaseUpdateFailed", exc.message)
+            return False
+        if not leading:
+            self.record(sel.service, "LeaseAcquired", f"{self.node} took {elector.lease}")
+        self._observe(elector, updated, now)
+        return True
 
-    def _clock_epoch(self) -> _dt.datetime:
-        return _parse_time(self.store.clock.rfc3339_micro(0.0)) or _dt.datetime(
-            1970, 1, 1, tzinfo=_dt.UTC)
+    def _release(self, elector: Elector) -> None:
+        """ReleaseOnCancel: empty holder, 1 s duration (leaderelection ``release``)."""
+        now = self.now()
+        stamp = self._stamp(now)
+        observed = elector.observed or Record("", 0.0, "", "", 0)
+        body = self._body(elector, {"holderIdentity": "", "leaseDurationSeconds": 1,
+                                    "acquireTime": stamp, "renewTime": stamp,
+                                    "leaseTransitions": observed.transitions})
+        self.api("UPDATE", "leases", elector.lease)
+        try:
+            self.store.update(body, manager=self.manager)
+            self.record(elector.lease, "LeaseReleased", f"{elector.lease} released")
+        except ApiError as exc:
+            self.record(elector.lease, "LeaseReleaseFailed", exc.message)
+        elector.leading = False
+        elector.done = True
 
-    def _seconds(self, text: object) -> float:
-        stamp = str(text or "")
-        cached = self._times.get(stamp)
-        if cached is not None:
-            return cached
-        parsed = _parse_time(stamp)
-        value = float("-inf") if parsed is None else (parsed - self._epoch).total_seconds()
-        if len(self._times) > 4096:
-            self._times.clear()
-        self._times[stamp] = value
-        return value
+    def _lead(self, elector: Elector, sel: Selected, leading: bool) -> None:
+        """OnStartedLeading / OnStoppedLeading: the entries follow."""
+        elector.leading = leading
+        self._entries(sel.service)
 
-    def _renew_time(self, lease: Obj) -> float:
-        return self._seconds(spec_of(lease).get("renewTime"))
+    # ----------------------------------------------------------------- datapath
 
-    def _expiry(self, lease: Obj) -> float:
-        spec = spec_of(lease)
-        duration = float(spec.get("leaseDurationSeconds") or self.timings.duration)
-        return self._renew_time(lease) + duration
-
-    # ----------------------------------------------------------------- view
+    def _entries(self, key: str, *, force_off: bool = False) -> None:
+        """recalculateL2EntriesTableEntries: answer for the Service's IPs on its devices
+        while leading, after the datapath delay."""
+        sel = self.selected.get(key)
+        leading = (not force_off and sel is not None and sel.elector is not None
+                   and sel.elector.leading)
+        ips = sel.ips if leading and sel is not None and sel.answers else ()
+        self.hand_to_datapath(key, ips)
 
     def announcements(self) -> list[CiliumAnnouncement]:
-        """Services whose lease holder is a live, eligible agent: that node answers ARP."""
+        """What this agent answers for on the wire now."""
+        out = []
+        for key, ips in sorted(self.on_wire.items()):
+            sel = self.selected.get(key)
+            lease = sel.lease if sel is not None else f"{LEASE_PREFIX}{key.replace('/', '-')}"
+            interfaces = sel.interfaces if sel is not None else ()
+            out.append(CiliumAnnouncement(key, lease, self.node, ips, interfaces))
+        return out
+
+    def holds(self) -> list[str]:
+        """The leases this agent leads now (whether or not it answers)."""
+        return sorted(s.lease for s in self.selected.values()
+                      if s.elector is not None and s.elector.leading)
+
+    # ----------------------------------------------------------------- GC
+
+    def _lease_gc(self) -> None:
+        """leaseGC, every minute: delete the agents' leases nobody holds."""
+        self._gc = self.process.later(GC_INTERVAL, self._lease_gc, label="lease GC")
+        self.api("LIST", "leases", "")
+        leases, _ = self.store.select(LEASE_GROUP, "Lease", self.namespace)
+        for lease in leases:
+            if name_of(lease).startswith(LEASE_PREFIX) and not spec_of(lease).get(
+                    "holderIdentity"):
+                self.api("DELETE", "leases", name_of(lease))
+                with contextlib.suppress(ApiError):  # another agent deleted it first
+                    self.store.delete(LEASE_GROUP, "Lease", name_of(lease), self.namespace,
+                                      manager=self.manager)
+
+
+class CiliumAgents(Component):
+    """Cilium's agent DaemonSet: one L2 announcer per node it runs on."""
+
+    kind = CILIUM_AGENT
+    watched = (("", "Service"), ("", "Node"), ("", "ConfigMap"), ("cilium.io", POLICY_KIND),
+               ("cilium.io", "CiliumNode"))
+
+    def __init__(self, runtime: Runtime, *, namespace: str = "kube-system",
+                 enabled: bool = True) -> None:
+        super().__init__(runtime, enabled=enabled)
+        self.namespace = namespace
+
+    def make_model(self, process: Process) -> Model:
+        return CiliumL2Agent(process)
+
+    def models(self) -> list[CiliumL2Agent]:
+        """The L2 announcer of every running agent."""
+        return [p.model for p in self.running() if isinstance(p.model, CiliumL2Agent)]
+
+    def announcements(self) -> list[CiliumAnnouncement]:
+        """What every agent answers for now, by Service."""
         if not self.enabled:
             return []
-        out = []
-        for want in self.desired.values():
-            lease = self.cache.get(LEASE_GROUP, "Lease", want.lease, self.namespace)
-            if lease is None:
-                continue
-            holder = str(spec_of(lease).get("holderIdentity") or "")
-            if holder and holder in want.candidates:
-                out.append(CiliumAnnouncement(want.service, want.lease, holder, want.ips,
-                                              want.interfaces.get(holder, ())))
-        return sorted(out, key=lambda a: a.service)
+        out = [a for m in self.models() for a in m.announcements()]
+        return sorted(out, key=lambda a: (a.service, a.node))
+
+    def holders(self) -> dict[str, list[str]]:
+        """Lease name -> the agents that believe they lead it (one, unless something went
+        wrong)."""
+        out: dict[str, list[str]] = {}
+        for model in self.models():
+            for lease in model.holds():
+                out.setdefault(lease, []).append(model.node)
+        return out
+
+
+def _regexes_compile(regexes: list[str]) -> bool:
+    try:
+        for text in regexes:
+            re.compile(text)
+    except re.error:
+        return False
+    return True
+
+
+def race_key(lease: str, node: str) -> str:
+    """The tie-break of simultaneous attempts on ``lease`` (see :func:`race_order`)."""
+    return hashlib.sha256(f"{lease}/{node}".encode()).hexdigest()
 
 
 def race_order(lease: str, candidates: tuple[str, ...]) -> list[str]:
-    """The order in which ``candidates`` win the race for ``lease`` (a stable stand-in for
-    first come, first served that differs between leases)."""
-    return sorted(candidates,
-                  key=lambda node: hashlib.sha256(f"{lease}/{node}".encode()).hexdigest())
-
-
-def _parse_time(text: str) -> _dt.datetime | None:
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return _dt.datetime.strptime(text, fmt).replace(tzinfo=_dt.UTC)
-        except ValueError:
-            continue
-    return None
+    """The order in which ``candidates`` win the race for ``lease`` when they try at the same
+    moment (a stable stand-in for first come, first served that differs between leases)."""
+    return sorted(candidates, key=lambda node: race_key(lease, node))

@@ -1,9 +1,30 @@
 """Model of Cilium's LB-IPAM (operator/pkg/lbipam), following reference/cilium.md §1
 (cited as [C1], [C1.4] …) and, where the reference summarises, the lbipam.go code it names.
 
-The operator handles one event at a time. It is dormant until the first pool exists [C1.1];
-when its Deployment starts it loads every pool before looking at any Service, stores every
-Service, then re-validates them all (imports before allocations) [C1.4].
+LB-IPAM runs in the leader among the operator's pods (client-go leader election on the
+``cilium-operator-resource-lock`` Lease; the lab elects without writing that Lease). A
+Terminating leader keeps leading until its process exits. The leader handles one event at a
+time. It is dormant until the first pool exists [C1.1]; when it starts it loads every pool
+before looking at any Service [C1.4].
+
+Version bands (the image tag of the leader's pod; an unknown tag is the newest, 1.20.2):
+
+* start-up (``initialize``): from 1.18.2 every Service is stored first and all are
+  re-validated once synced (PR #41147); before, each Service was handled as the informer
+  delivered it (namespace/name order), so a pending Service matched by a pool could take, with
+  AllocAny, an IP whose holder was not seen yet (issue #43131);
+* pool modification (``handlePoolModified``): before 1.18.2 a changed pool's ranges were all
+  recreated, dropping every allocation in them, and the unsatisfied Services were served first,
+  so they could take IPs still held by others (PR #41122; issue #40358, reported on 1.17 and on
+  1.16.4 in #39089); from 1.18.2 unchanged ranges keep their allocations and satisfied Services
+  are re-validated first;
+* re-validation (``revalidateAllServices``): one pass per Service (strip, import, satisfy) until
+  1.20, so after a pool shrinks a Service whose IP left the pool can take an IP another one
+  still holds (issue #41458, affected 1.17.6 to 1.19.x); from 1.20.0 all imports happen before
+  any allocation (PR #45543);
+* import of an IP already allocated to a compatible Service of the same sharing key: stripped,
+  then the Service joins the key's first IP (which can differ) in 1.19.4 to 1.19.6 (PR #46262,
+  fixed in 1.19.7); joined in place otherwise, as the reference's table states it.
 """
 
 from __future__ import annotations
@@ -11,18 +32,18 @@ from __future__ import annotations
 import copy
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from migrate.lab.models._common import (
-    Cache,
+    Component,
     Event,
     IPAddress,
     IPRange,
+    Model,
     Obj,
-    WorkloadModel,
-    WorkloadRule,
+    Process,
     annotations_of,
     cidr_range,
-    deployment_replicas,
     find_condition,
     labels_of,
     meta,
@@ -35,7 +56,11 @@ from migrate.lab.models._common import (
     set_condition,
     spec_of,
 )
-from migrate.lab.store import Store
+from migrate.lab.runtime import CILIUM_OPERATOR, Delay
+from migrate.lab.versions import below, version_in, within
+
+if TYPE_CHECKING:
+    from migrate.lab.models import Runtime
 
 CILIUM_GROUP = "cilium.io"
 POOL_KIND = "CiliumLoadBalancerIPPool"
@@ -262,22 +287,22 @@ def _join(cluster: SharingCluster, sv: ServiceView) -> None:
 # --------------------------------------------------------------------------- the model
 
 
-class CiliumLBIPAM(WorkloadModel):
-    """The Cilium operator's LB-IPAM cell.
+class CiliumLBIPAM(Model):
+    """The LB-IPAM cell of the leading operator process.
 
-    It writes only while its Deployment (``cilium-operator`` in kube-system, or one labelled
-    io.cilium/app=operator) has replicas > 0; with no such Deployment in the store it runs.
-    ``cilium-config`` is read when the operator starts, as its flags are.
+    ``cilium-config`` is read when the operator starts leading, as its flags are.
     """
 
     name = "cilium-lbipam"
     manager = FIELD_MANAGER
 
-    def __init__(self, store: Store, cache: Cache, *, namespace: str = "kube-system",
-                 enabled: bool = True) -> None:
-        super().__init__(store, cache, enabled=enabled)
-        self.namespace = namespace
-        self.running = False
+    def __init__(self, process: Process) -> None:
+        super().__init__(process)
+        component = process.component
+        assert isinstance(component, CiliumOperators)
+        self.namespace = component.namespace
+        source = process.spec_source
+        self.version = version_in([source], "operator") if source else None
         self.dormant = True
         self.pools: dict[str, LBPool] = {}
         self.services: dict[str, ServiceView] = {}
@@ -290,20 +315,12 @@ class CiliumLBIPAM(WorkloadModel):
         self.ipv4_enabled = True
         self.ipv6_enabled = False
         self.protocol_differentiation = True
-        self.workload = WorkloadRule(
-            "apps", "Deployment",
-            lambda o: (name_of(o) == "cilium-operator" and namespace_of(o) == self.namespace)
-            or labels_of(o).get("io.cilium/app") == "operator",
-            lambda found: any(deployment_replicas(o) > 0 for o in found))
 
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        """Operator start: read config, load ALL pools, then (if any) all Services [C1.4]."""
+        """Leading starts: read config, load ALL pools, then (if any) all Services [C1.4]."""
         self._reset()
-        self.running = self.workload.running(self.cache.list("apps", "Deployment"))
-        if not self.running:
-            return
         self._read_config()
         if not self.lbipam_enabled:
             return  # [C1.1] 4. enable-lb-ipam: "false"
@@ -313,10 +330,9 @@ class CiliumLBIPAM(WorkloadModel):
         if self.pools:
             self._initialize_services()
 
-    def stop(self) -> None:
+    def stop(self, *, graceful: bool) -> None:
         """Process gone: in-memory allocations are lost (rebuilt by import on start)."""
         self._reset()
-        self.running = False
 
     def _reset(self) -> None:
         self.dormant = True
@@ -346,10 +362,8 @@ class CiliumLBIPAM(WorkloadModel):
 
     def handle(self, event: Event) -> None:
         """One event, in order."""
-        if self.follow_workload(event):
-            return
         group, kind = event.group_kind
-        if not self.running or not self.lbipam_enabled:
+        if not self.lbipam_enabled:
             return
         if (group, kind) == (CILIUM_GROUP, POOL_KIND):
             self._pool_event(event)
@@ -380,10 +394,17 @@ class CiliumLBIPAM(WorkloadModel):
             self._initialize_services()
 
     def _initialize_services(self) -> None:
-        """Store every Service (init), then revalidateAllServices and counts [C1.4]."""
+        """From 1.18.2: store every Service (init), then revalidateAllServices and counts
+        [C1.4] (PR #41147). Before: each Service is handled in full as the informer delivers
+        it, in namespace/name order, before the sync (issue #43131)."""
         self.dormant = False
-        for svc in self.cache.list("", "Service"):
-            self._upsert_service(svc, init=True)
+        if below(self.version, 1, 18, 2):
+            for svc in self.cache.list("", "Service"):
+                self._upsert_service(svc, init=False)
+                self._satisfy_and_update_counts()
+        else:
+            for svc in self.cache.list("", "Service"):
+                self._upsert_service(svc, init=True)
         self._revalidate_all()
         self._update_all_pool_counts()
 
@@ -441,8 +462,11 @@ class CiliumLBIPAM(WorkloadModel):
         if wanted is None:
             return
         kept: list[LBRange] = []
+        # before 1.18.2 every range of a changed pool is recreated, its allocations dropped
+        # (PR #41122); from 1.18.2 an unchanged range keeps them
+        recreate = below(self.version, 1, 18, 2)
         for rng in pool.ranges:
-            match = next((w for w in wanted if w.range == rng.range), None)
+            match = None if recreate else next((w for w in wanted if w.range == rng.range), None)
             if match is None:
                 self._delete_range_allocations(rng)
                 continue
@@ -677,8 +701,23 @@ class CiliumLBIPAM(WorkloadModel):
         return [s for s in views if s.is_satisfied()] + [s for s in views if not s.is_satisfied()]
 
     def _revalidate_all(self) -> None:
-        """revalidateAllServices: strip/import everything first, then satisfy [C1.4]."""
+        """revalidateAllServices [C1.4]. From 1.20.0 every strip and import first, then the
+        allocations (PR #45543); before, one pass per Service, satisfied ones first from
+        1.18.2 (PR #41122), unsatisfied ones first before that."""
         views = self._ordered_services()
+        if below(self.version, 1, 18, 2):
+            views = [s for s in views if not s.is_satisfied()] + [
+                s for s in views if s.is_satisfied()]
+        if below(self.version, 1, 20):
+            for sv in views:
+                self._strip_invalid_allocations(sv)
+                changed = self._strip_or_import(sv)
+                if not sv.is_satisfied() and self._satisfy(sv):
+                    changed = True
+                if changed:
+                    self._patch_service(sv)
+                self._store_view(sv)
+            return
         modified: set[str] = set()
         for sv in views:
             self._strip_invalid_allocations(sv)
@@ -753,11 +792,18 @@ class CiliumLBIPAM(WorkloadModel):
                                 "deferring to regular allocation logic")
                     continue
                 if ip in rng.allocations:
-                    self.record(sv.key, "IngressStripped",
-                                f"Current IP {ip} is already allocated by another service, "
-                                "deferring to regular allocation logic")
-                    continue
-                self._allocate(sv, rng, ip)
+                    existing = rng.allocations[ip]
+                    if (existing is not None and sv.sharing_key
+                            and not within(self.version, (1, 19, 4), (1, 19, 7))
+                            and existing.is_compatible(sv)[0]):
+                        _join(existing, sv)  # PR #46262: a compatible sharer keeps its IP
+                    else:
+                        self.record(sv.key, "IngressStripped",
+                                    f"Current IP {ip} is already allocated by another "
+                                    "service, deferring to regular allocation logic")
+                        continue
+                else:
+                    self._allocate(sv, rng, ip)
             if ip not in kept_ips:  # duplicates are compacted
                 kept.append(entry)
                 kept_ips.add(ip)
@@ -917,6 +963,123 @@ class CiliumLBIPAM(WorkloadModel):
     def allocations(self) -> dict[str, list[str]]:
         """Service key -> addresses LB-IPAM holds for it (for tests and the lab's reports)."""
         return {sv.key: [str(c.ip) for c in sv.allocated] for sv in self.services.values()}
+
+
+class CiliumOperator(Model):
+    """One operator process: LB-IPAM runs in it while it leads."""
+
+    name = "cilium-operator"
+    manager = FIELD_MANAGER
+
+    def __init__(self, process: Process) -> None:
+        super().__init__(process)
+        self.lbipam: CiliumLBIPAM | None = None
+
+    def lead(self) -> None:
+        """This process won the operator's leader election: LB-IPAM starts."""
+        if self.lbipam is None:
+            self.lbipam = CiliumLBIPAM(self.process)
+            self.lbipam.start()
+
+    def handle(self, event: Event) -> None:
+        """Only the leader's LB-IPAM handles anything."""
+        if self.lbipam is not None:
+            self.lbipam.handle(event)
+
+    def stop(self, *, graceful: bool) -> None:
+        """The process exits (a leader gives the lease up on a graceful exit)."""
+        if self.lbipam is not None:
+            self.lbipam.stop(graceful=graceful)
+            self.lbipam = None
+
+
+class CiliumOperators(Component):
+    """Cilium's operator Deployment: its processes and their leader election.
+
+    The leader is the process that started first among those running and not Terminating. A
+    new leader is chosen when the leader exits: within a retry period of its exit after a
+    graceful one (the lease is released, ReleaseOnCancel), after the lease duration after a
+    kill (operator defaults: 15 s lease, 2 s retry, jittered by 1.2).
+    """
+
+    kind = CILIUM_OPERATOR
+    watched = (("", "Service"), ("", "ConfigMap"), (CILIUM_GROUP, POOL_KIND))
+    RELEASED = Delay(0.0, 4.4)
+    EXPIRED = Delay(15.0, 19.4)
+
+    def __init__(self, runtime: Runtime, *, namespace: str = "kube-system",
+                 enabled: bool = True) -> None:
+        super().__init__(runtime, enabled=enabled)
+        self.namespace = namespace
+        self.leader: Process | None = None
+        self._election: object | None = None
+        self._last_exit_graceful = True
+        self.leaders: list[tuple[float, str]] = []
+        """(time, process name) of every leadership taken, in order."""
+
+    def make_model(self, process: Process) -> Model:
+        return CiliumOperator(process)
+
+    def remove(self, name: str, *, graceful: bool) -> None:
+        if self.leader is not None and self.leader.name == name:
+            self._last_exit_graceful = graceful
+        super().remove(name, graceful=graceful)
+
+    def set_enabled(self, enabled: bool) -> None:
+        if not enabled:
+            self.leader = None
+        super().set_enabled(enabled)
+
+    def on_change(self) -> None:
+        """Elect a leader when there is none running."""
+        if self.leader is not None and self.leader.running:
+            return
+        had_leader = self.leader is not None
+        self.leader = None
+        if self._election is not None or not self.enabled:
+            return
+        if not any(not p.terminating for p in self.running()):
+            return
+        timing = self.runtime.timing
+        delay = 0.0
+        if had_leader and not timing.is_instant:
+            band = self.RELEASED if self._last_exit_graceful else self.EXPIRED
+            delay = band.sample(self.runtime.rng)
+        self._election = self.runtime.scheduler.after(delay, self._elect,
+                                                      label="cilium-operator election")
+
+    def _elect(self) -> None:
+        self._election = None
+        self.runtime.processed += 1
+        if (self.leader is not None and self.leader.running) or not self.enabled:
+            return
+        candidates = [p for p in self.running() if not p.terminating]
+        if not candidates:
+            return
+        leader = min(candidates, key=lambda p: (p.started_at, p.name))
+        self.leader = leader
+        self.leaders.append((self.runtime.now(), leader.name))
+        assert isinstance(leader.model, CiliumOperator)
+        leader.model.lead()
+
+    @property
+    def lbipam(self) -> CiliumLBIPAM | None:
+        """The LB-IPAM of the leader, if one leads."""
+        if self.leader is None or not self.leader.running:
+            return None
+        model = self.leader.model
+        return model.lbipam if isinstance(model, CiliumOperator) else None
+
+    @property
+    def dormant(self) -> bool:
+        """True when no LB-IPAM runs or the leader's waits for its first pool [C1.1]."""
+        lbipam = self.lbipam
+        return lbipam is None or lbipam.dormant
+
+    def allocations(self) -> dict[str, list[str]]:
+        """Service key -> addresses the leader's LB-IPAM holds for it."""
+        lbipam = self.lbipam
+        return lbipam.allocations() if lbipam is not None else {}
 
 
 def _pool_copy(obj: Obj) -> Obj:

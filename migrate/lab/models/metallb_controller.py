@@ -1,264 +1,94 @@
 """Model of MetalLB's controller: IP allocation for LoadBalancer Services, and its validating
 webhook (reference/metallb.md §2, §6, §8, §10; cited as [M2] … below).
 
-The controller only allocates: it writes ``status.loadBalancer.ingress`` and the
-``metallb.io/ip-allocated-from-pool`` annotation. Announcing is the speakers' job
-(:mod:`migrate.lab.models.metallb_speaker`).
+One :class:`MetalLBController` runs per controller pod (the Deployment normally has one; two
+would both allocate, as two real controllers would). The controller only allocates: it writes
+``status.loadBalancer.ingress`` and the ``ip-allocated-from-pool`` annotation. Announcing is the
+speakers' job (:mod:`migrate.lab.models.metallb_speaker`). The webhook answers while a
+controller pod runs and is not Terminating (a Terminating pod leaves the webhook Service's
+endpoints at once).
+
+Version bands (the image tag of the process's own pod; an unknown tag is the newest, 0.16.1):
+
+* before v0.14.0 a restart processes the Services in informer order, so a pending Service can
+  take the IP of a Service not processed yet (metallb commit 667ab7e93 "Make the controller
+  preserve state on reboot", in v0.14.0, sorts the Services with IPs first;
+  ``internal/k8s/controllers/service_controller_reload.go``);
+* through v0.14.8 only ``metallb.universe.tf/`` Service annotations are read (and
+  ``metallb.universe.tf/ip-allocated-from-pool`` written): ``controller/service.go``
+  ``AnnotationPrefix``;
+* from v0.14.9 (PR #2495) ``metallb.io/`` is read first and ``metallb.universe.tf/`` is the
+  fallback (``valueForAnnotation``: the new key wins when present, even empty), and a Service
+  using an old key gets a ``deprecatedAnnotation`` event when the controller writes it
+  (``controller/main.go``); v0.16.1 still does the same.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import yaml
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from migrate.lab.models._common import (
-    Cache,
+    Component,
     Event,
     IPAddress,
-    IPRange,
+    Model,
     Obj,
-    WorkloadModel,
-    WorkloadRule,
+    Process,
     annotations_of,
-    deployment_replicas,
+    container_flags,
+    flag_value,
     ingress_ips,
-    labels_of,
     meta,
     name_of,
     namespace_of,
     parse_ip,
-    selector_matches,
     service_key,
     spec_of,
 )
-from migrate.lab.store import ApiError, Store
-from migrate.model.addresses import AddressError
-from migrate.model.addresses import parse_metallb_address as parse_address
+from migrate.lab.models.metallb_config import (
+    CONFIG_KINDS,
+    DEFAULT_NAMESPACE,
+    METALLB_GROUP,
+    MetalLBConfig,
+    MetalLBPool,
+    bgp_type_of,
+    l2advertisement_error,
+    parse_config,
+    parse_pools,
+)
+from migrate.lab.runtime import METALLB_CONTROLLER
+from migrate.lab.store import ApiError
+from migrate.lab.versions import Version, at_least, below, version_in
 
-METALLB_GROUP = "metallb.io"
-DEFAULT_NAMESPACE = "metallb-system"
+if TYPE_CHECKING:
+    from migrate.lab.models import Runtime
+
 WEBHOOK_CONFIGURATION = "metallb-webhook-configuration"
-ALLOCATED_FROM_POOL = "metallb.io/ip-allocated-from-pool"
-PREFIXES = ("metallb.io/", "metallb.universe.tf/")
+NEW_PREFIX = "metallb.io/"
+OLD_PREFIX = "metallb.universe.tf/"
+ALLOCATED_FROM_POOL = NEW_PREFIX + "ip-allocated-from-pool"
+
+__all__ = ["ALLOCATED_FROM_POOL", "DEFAULT_NAMESPACE", "METALLB_GROUP", "MetalLBController",
+           "MetalLBControllers", "MetalLBPool", "metallb_annotation"]
 
 
-def metallb_annotation(svc: Obj, name: str) -> str:
-    """A MetalLB Service annotation: ``metallb.io/`` wins over ``metallb.universe.tf/`` [M6]."""
+def metallb_annotation(svc: Obj, name: str, version: Version | None = None) -> str:
+    """A MetalLB Service annotation as a controller of ``version`` reads it [M6]."""
     annotations = annotations_of(svc)
-    for prefix in PREFIXES:
-        if prefix + name in annotations:
-            return annotations[prefix + name]
-    return ""
+    if below(version, 0, 14, 9):
+        return annotations.get(OLD_PREFIX + name, "")
+    if NEW_PREFIX + name in annotations:
+        return annotations[NEW_PREFIX + name]
+    return annotations.get(OLD_PREFIX + name, "")
 
 
-# --------------------------------------------------------------------------- configuration
+def allocated_from_pool_key(version: Version | None) -> str:
+    """The annotation the controller records the pool in."""
+    return (OLD_PREFIX if below(version, 0, 14, 9) else NEW_PREFIX) + "ip-allocated-from-pool"
 
 
-@dataclass
-class MetalLBPool:
-    """One parsed IPAddressPool [M2]."""
-
-    name: str
-    ranges: list[IPRange]
-    auto_assign: bool = True
-    avoid_buggy_ips: bool = False
-    has_service_allocation: bool = False
-    priority: int = 0
-    namespaces: set[str] = field(default_factory=set)
-    service_selectors: list[Obj] = field(default_factory=list)
-
-    def contains(self, ip: IPAddress) -> bool:
-        """Whether ``ip`` is one of the pool's addresses."""
-        return any(r.contains(ip) for r in self.ranges)
-
-    def allocatable(self, ip: IPAddress) -> bool:
-        """avoidBuggyIPs skips every IPv4 address ending in .0 or .255 [M2]."""
-        if self.avoid_buggy_ips and ip.version == 4:
-            return int(ip) & 0xFF not in (0, 255)
-        return True
-
-    def compatible(self, svc: Obj) -> bool:
-        """serviceAllocation filter (isPoolCompatibleWithService) [M2]."""
-        if not self.has_service_allocation:
-            return True
-        if self.namespaces and namespace_of(svc) not in self.namespaces:
-            return False
-        return not self.service_selectors or any(
-            selector_matches(s, labels_of(svc)) for s in self.service_selectors)
-
-
-def parse_metallb_address(text: str, pool: str) -> IPRange:
-    """``CIDR`` or ``start-end`` (ParseCIDR) [M2]; a bare IP is invalid. ValueError otherwise.
-
-    Parsed by the project's own :func:`migrate.model.addresses.parse_metallb_address`; the
-    refusal names the pool, as the controller's does.
-    """
-    try:
-        parsed = parse_address(text)
-    except AddressError as exc:
-        what = "IP range" if "-" in text else "CIDR"
-        raise ValueError(f"invalid {what} {text!r} in pool {pool!r}: {exc}") from None
-    return IPRange(parsed.range.first, parsed.range.last)
-
-
-def parse_pools(objects: list[Obj], namespaces: list[Obj]) -> tuple[dict[str, MetalLBPool], str]:
-    """Parse IPAddressPools (in the order given); the error is "" when the config is valid.
-
-    Overlapping addresses (within or across pools), malformed addresses and empty address
-    lists make the whole configuration invalid [M2][M10].
-    """
-    pools: dict[str, MetalLBPool] = {}
-    seen: list[tuple[IPRange, str, str]] = []
-    for obj in objects:
-        name = name_of(obj)
-        if name in pools:
-            return {}, f"duplicate definition of pool {name!r}"
-        spec = spec_of(obj)
-        addresses = spec.get("addresses") or []
-        if not addresses:
-            return {}, f"pool {name!r} has no addresses"
-        ranges: list[IPRange] = []
-        for text in addresses:
-            try:
-                rng = parse_metallb_address(str(text), name)
-            except ValueError as exc:
-                return {}, str(exc)
-            for other, other_pool, other_text in seen:
-                if rng.overlaps(other):
-                    return {}, (f"CIDR {text!r} in pool {name!r} overlaps with already defined "
-                                f"CIDR {other_text!r} in pool {other_pool!r}")
-            seen.append((rng, name, str(text)))
-            ranges.append(rng)
-        pool = MetalLBPool(
-            name=name,
-            ranges=ranges,
-            auto_assign=spec.get("autoAssign") is not False,
-            avoid_buggy_ips=bool(spec.get("avoidBuggyIPs")),
-        )
-        allocation = spec.get("serviceAllocation")
-        if isinstance(allocation, dict):
-            pool.has_service_allocation = True
-            pool.priority = int(allocation.get("priority") or 0)
-            pool.namespaces = {str(n) for n in allocation.get("namespaces") or []}
-            for selector in allocation.get("namespaceSelectors") or []:
-                pool.namespaces |= {
-                    name_of(ns) for ns in namespaces if selector_matches(selector, labels_of(ns))}
-            pool.service_selectors = list(allocation.get("serviceSelectors") or [])
-        pools[name] = pool
-    return pools, ""
-
-
-def l2advertisement_error(obj: Obj) -> str:
-    """Duplicate entries inside an L2Advertisement's lists make the config invalid [M3]."""
-    spec = spec_of(obj)
-    for list_name in ("ipAddressPools", "ipAddressPoolSelectors", "nodeSelectors",
-                      "interfaces", "serviceSelectors"):
-        items = [repr(i) for i in spec.get(list_name) or []]
-        if len(items) != len(set(items)):
-            return f"duplicate entry in {list_name} of L2Advertisement {name_of(obj)!r}"
-    return ""
-
-
-def image_version(image: str) -> tuple[int, ...] | None:
-    """``quay.io/metallb/controller:v0.14.9`` -> (0, 14, 9); None when the tag is no version."""
-    tag = image.rsplit("@", 1)[0].rsplit(":", 1)[-1] if ":" in image else ""
-    numbers = tag.lstrip("v").split("-")[0].split(".")
-    if len(numbers) < 2 or not all(n.isdigit() for n in numbers):
-        return None
-    return tuple(int(n) for n in numbers)
-
-
-def metallb_version(cache: Cache, namespace: str) -> tuple[int, ...] | None:
-    """MetalLB's version from its controller/speaker image tag in its namespace [M9]."""
-    for group, kind in (("apps", "Deployment"), ("apps", "DaemonSet")):
-        for obj in cache.list(group, kind, namespace):
-            template = spec_of(spec_of(obj).get("template") or {})
-            for container in template.get("containers") or []:
-                image = str(container.get("image") or "")
-                if "metallb" in image and ("controller" in image or "speaker" in image):
-                    version = image_version(image)
-                    if version is not None:
-                        return version
-    return None
-
-
-def _container_args(cache: Cache, namespace: str) -> list[str]:
-    args: list[str] = []
-    for group, kind in (("apps", "Deployment"), ("apps", "DaemonSet")):
-        for obj in cache.list(group, kind, namespace):
-            template = spec_of(spec_of(obj).get("template") or {})
-            for container in template.get("containers") or []:
-                args += [str(a) for a in container.get("args") or []]
-    return args
-
-
-def detected_lb_class(cache: Cache, namespace: str) -> str | None:
-    """The ``--lb-class`` flag of MetalLB's workloads (None = handle class-less Services) [M6]."""
-    for arg in _container_args(cache, namespace):
-        if arg.startswith("--lb-class="):
-            return arg.split("=", 1)[1] or None
-    return None
-
-
-def legacy_config_name(cache: Cache, namespace: str) -> str:
-    """The ConfigMap the ≤0.12 controller reads: its ``--config`` flag, default ``config`` [M7]."""
-    for arg in _container_args(cache, namespace):
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-    return "config"
-
-
-def metallb_config(cache: Cache, namespace: str) -> tuple[list[Obj], list[Obj], bool]:
-    """IPAddressPools and L2Advertisements MetalLB runs with, and whether they come from the
-    legacy ConfigMap [M7].
-
-    From v0.13 the CRs are the configuration. A MetalLB older than 0.13 (by image tag), or one
-    with no IPAddressPool objects but a ConfigMap holding ``address-pools``, reads the
-    ConfigMap: every pool becomes an IPAddressPool, and every ``layer2`` pool is announced
-    from every node on every interface (an L2Advertisement naming just that pool).
-    """
-    pools = cache.list(METALLB_GROUP, "IPAddressPool", namespace)
-    advertisements = cache.list(METALLB_GROUP, "L2Advertisement", namespace)
-    version = metallb_version(cache, namespace)
-    if pools and (version is None or version >= (0, 13)):
-        return pools, advertisements, False
-    configmap = cache.get("", "ConfigMap", legacy_config_name(cache, namespace), namespace)
-    document = _legacy_document(configmap)
-    if document is None:
-        return pools, advertisements, False
-    legacy_pools: list[Obj] = []
-    legacy_advs: list[Obj] = []
-    for entry in document.get("address-pools") or []:
-        if not isinstance(entry, dict):
-            continue
-        name = str(entry.get("name", ""))
-        spec: Obj = {"addresses": [str(a) for a in entry.get("addresses") or []]}
-        if entry.get("auto-assign") is not None:
-            spec["autoAssign"] = bool(entry["auto-assign"])
-        if entry.get("avoid-buggy-ips") is not None:
-            spec["avoidBuggyIPs"] = bool(entry["avoid-buggy-ips"])
-        legacy_pools.append({"metadata": {"name": name, "namespace": namespace}, "spec": spec})
-        if entry.get("protocol") == "layer2":
-            legacy_advs.append({"metadata": {"name": f"legacy-{name}", "namespace": namespace},
-                                "spec": {"ipAddressPools": [name]}})
-    return legacy_pools, legacy_advs, True
-
-
-def _legacy_document(configmap: Obj | None) -> Obj | None:
-    if configmap is None:
-        return None
-    text = (configmap.get("data") or {}).get("config")
-    if not isinstance(text, str):
-        return None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return None
-    if not isinstance(document, dict) or "address-pools" not in document:
-        return None
-    return document
-
+# --------------------------------------------------------------------------- services
 
 # --------------------------------------------------------------------------- services
 
@@ -310,9 +140,14 @@ def service_families(svc: Obj) -> tuple[list[int], bool]:
 class Allocator:
     """MetalLB's allocator: which Service holds which addresses, with the sharing rules [M6]."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: Version | None = None) -> None:
+        self.version = version
         self.by_service: dict[str, Allocation] = {}
         self.by_ip: dict[IPAddress, set[str]] = {}
+
+    def sharing_key(self, svc: Obj) -> str:
+        """The ``allow-shared-ip`` annotation as this version reads it."""
+        return metallb_annotation(svc, "allow-shared-ip", self.version)
 
     def unassign(self, key: str) -> None:
         """Forget a Service's allocation."""
@@ -345,8 +180,8 @@ class Allocator:
             return f"{', '.join(map(str, ips))} is not allowed in config"
         if not pool.compatible(svc):
             return f"pool {pool.name!r} is not allowed for service {key!r}"
-        want = Allocation(tuple(ips), pool.name, metallb_annotation(svc, "allow-shared-ip"),
-                          backend_key(svc), service_ports(svc))
+        want = Allocation(tuple(ips), pool.name, self.sharing_key(svc), backend_key(svc),
+                          service_ports(svc))
         for ip in ips:
             error = self.sharing_error(key, ip, want)
             if error:
@@ -361,7 +196,7 @@ class Allocator:
         """Lowest free (or compatibly shared) address per wanted family, walking the pool's
         ranges in order [M2]; [] when the pool cannot serve the Service."""
         families, require_all = service_families(svc)
-        want = Allocation((), pool.name, metallb_annotation(svc, "allow-shared-ip"),
+        want = Allocation((), pool.name, self.sharing_key(svc),
                           backend_key(svc), service_ports(svc))
         found: list[IPAddress] = []
         for family in families:
@@ -389,74 +224,64 @@ class Allocator:
         return None
 
 
+
+
 # --------------------------------------------------------------------------- the model
 
 
-class MetalLBController(WorkloadModel):
-    """MetalLB's controller Deployment: allocation while it runs, webhook on metallb.io writes.
-
-    Runs while its Deployment (``controller`` in its namespace, or one labelled
-    app.kubernetes.io/component=controller + app.kubernetes.io/name=metallb) has replicas > 0;
-    with no such Deployment ever in the store it is treated as running; one seen and then
-    deleted means stopped.
-    """
+class MetalLBController(Model):
+    """The code of one MetalLB controller process."""
 
     name = "metallb-controller"
     manager = "metallb-controller"
 
-    def __init__(self, store: Store, cache: Cache, *, namespace: str = DEFAULT_NAMESPACE,
-                 lb_class: str | None = None, enabled: bool = True) -> None:
-        super().__init__(store, cache, enabled=enabled)
-        self.namespace = namespace
-        self.lb_class = lb_class
-        self.running = False
-        self.pools: dict[str, MetalLBPool] | None = None
+    def __init__(self, process: Process) -> None:
+        super().__init__(process)
+        component = process.component
+        assert isinstance(component, MetalLBControllers)
+        self.namespace = component.namespace
+        source = process.spec_source
+        self.version = version_in([source], "controller") if source else None
+        args, env = container_flags(source, "controller")
+        self.lb_class = component.lb_class or flag_value(args, "--lb-class") or None
+        self.legacy_name = flag_value(args, "--config") or "config"
+        self.bgp_type = bgp_type_of(env)
+        self.config: MetalLBConfig | None = None
         """The last valid configuration (None until one loaded) [M10]."""
         self.config_error = ""
-        self.legacy = False
-        """True when the configuration comes from the ≤0.12 ConfigMap [M7]."""
-        self.allocator = Allocator()
-        self.workload = WorkloadRule("apps", "Deployment", self._is_controller_deployment,
-                                     lambda found: any(deployment_replicas(o) > 0 for o in found))
-        store.add_admission_hook(self._admission_hook)
+        self.allocator = Allocator(self.version)
 
-    def _is_controller_deployment(self, obj: Obj) -> bool:
-        """``controller`` in MetalLB's namespace, or the Helm chart's labels anywhere [M9]."""
-        labels = labels_of(obj)
-        return (name_of(obj) == "controller" and namespace_of(obj) == self.namespace) or (
-            labels.get("app.kubernetes.io/component") == "controller"
-            and labels.get("app.kubernetes.io/name") == "metallb")
+    @property
+    def pools(self) -> dict[str, MetalLBPool] | None:
+        """The pools of the last valid configuration."""
+        return self.config.pools if self.config is not None else None
+
+    @property
+    def legacy(self) -> bool:
+        """True when the configuration comes from the ≤0.12 ConfigMap [M7]."""
+        return self.config is not None and self.config.legacy
 
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        """Controller process start: load config, re-adopt status IPs, then allocate [M6]."""
-        self.running = self.workload.running(self.cache.list("apps", "Deployment"))
-        self.allocator = Allocator()
-        self.pools = None
-        if self.running:
-            self._load_config()
-            self._reprocess_all()
+        """Process start: load config, re-adopt status IPs, then allocate [M6]."""
+        self.allocator = Allocator(self.version)
+        self.config = None
+        self._load_config()
+        self._reprocess_all()
 
-    def stop(self) -> None:
-        """The controller process is gone: nothing in memory survives."""
-        self.running = False
-        self.allocator = Allocator()
-        self.pools = None
+    def stop(self, *, graceful: bool) -> None:
+        """The process is gone: nothing in memory survives."""
+        self.allocator = Allocator(self.version)
+        self.config = None
 
     def handle(self, event: Event) -> None:
         """One watched event, in order."""
-        if self.follow_workload(event):
-            return
         group, kind = event.group_kind
-        if not self.running:
-            return  # [M8] controller at 0: no allocation; restart re-reads everything
-        if (group, kind) in ((METALLB_GROUP, "IPAddressPool"), ("", "Namespace"),
-                             ("", "ConfigMap")):
-            if group == METALLB_GROUP and namespace_of(event.obj) != self.namespace:
+        if (group == METALLB_GROUP and kind in CONFIG_KINDS) or (group, kind) in (
+                ("", "Namespace"), ("", "ConfigMap"), ("", "Secret"), ("", "Node")):
+            if kind not in ("Namespace", "Node") and namespace_of(event.obj) != self.namespace:
                 return  # [M1] objects outside MetalLB's namespace are ignored
-            if kind == "ConfigMap" and namespace_of(event.obj) != self.namespace:
-                return
             if self._load_config():
                 self._reprocess_all()
         elif (group, kind) == ("", "Service"):
@@ -472,25 +297,25 @@ class MetalLBController(WorkloadModel):
     # ----------------------------------------------------------------- configuration
 
     def _load_config(self) -> bool:
-        """Reload pools; keep the last valid config when the new one is invalid [M10].
-        True when the config changed."""
-        objects, _, self.legacy = metallb_config(self.cache, self.namespace)
-        pools, error = parse_pools(objects, self.cache.list("", "Namespace"))
+        """Reload the whole configuration; keep the last valid one when the new one is
+        invalid [M10]. True when the pools changed."""
+        config, error = parse_config(self.cache, self.namespace, version=self.version,
+                                     bgp_type=self.bgp_type, legacy_name=self.legacy_name)
         self.config_error = error
-        if error:
+        if config is None:
             self.record(f"{self.namespace}/controller", "ConfigInvalid", error)
             return False
-        changed = self.pools is None or _pool_signature(pools) != _pool_signature(self.pools)
-        if changed and self.pools is not None and self._stale_under(pools):
+        old = self.pools
+        changed = old is None or _pool_signature(config.pools) != _pool_signature(old)
+        if changed and old is not None and self._stale_under(config.pools):
             return False
-        self.pools = pools
+        self.config = config
         return changed
 
     def _stale_under(self, pools: dict[str, MetalLBPool]) -> bool:
         """Before v0.14 a config that leaves an assigned IP outside every pool is refused as
         stale and the old one kept [M2]; from v0.14 it is taken and the IP cleared."""
-        version = metallb_version(self.cache, self.namespace)
-        if version is None or version >= (0, 14):
+        if at_least(self.version, 0, 14):
             return False
         for key, alloc in self.allocator.by_service.items():
             if not any(all(p.contains(ip) for ip in alloc.ips) for p in pools.values()):
@@ -500,14 +325,18 @@ class MetalLBController(WorkloadModel):
         return False
 
     def _reprocess_all(self) -> None:
-        """Services that already have IPs first (re-adoption), then the rest [M6]."""
+        """reprocessAll: from v0.14.0 the Services that have IPs first (re-adoption), then
+        the rest (commit 667ab7e93); before, in informer (namespace/name) order, so a pending
+        Service can take an IP whose holder comes later."""
         if self.pools is None:
             return
         services = [s for s in self.cache.list("", "Service") if self._handles(s)]
-        with_ips = [s for s in services if ingress_ips(s)]
-        without = [s for s in services if not ingress_ips(s)]
-        for svc in with_ips + without:
-            self._converge(svc)
+        if at_least(self.version, 0, 14):
+            services.sort(key=lambda s: -len(ingress_ips(s)))  # sort.Slice by ingress count
+        for svc in services:
+            current = self.cache.get("", "Service", name_of(svc), namespace_of(svc))
+            if current is not None:
+                self._converge(current)
 
     def _retry_pending(self) -> None:
         for svc in self.cache.list("", "Service"):
@@ -515,10 +344,12 @@ class MetalLBController(WorkloadModel):
                 self._converge(svc)
 
     def _handles(self, svc: Obj) -> bool:
-        """loadBalancerClass filter: no class unless ``--lb-class`` is set [M6] (given to
-        the model, else read from the workloads' arguments)."""
-        wanted = self.lb_class or detected_lb_class(self.cache, self.namespace)
-        return spec_of(svc).get("loadBalancerClass") == wanted
+        """loadBalancerClass filter: no class unless ``--lb-class`` is set [M6]."""
+        return spec_of(svc).get("loadBalancerClass") == self.lb_class
+
+    def annotation(self, svc: Obj, name: str) -> str:
+        """A Service annotation as this controller's version reads it."""
+        return metallb_annotation(svc, name, self.version)
 
     # ----------------------------------------------------------------- convergeBalancer
 
@@ -553,7 +384,7 @@ class MetalLBController(WorkloadModel):
                     self.record(key, "ClearAssignment",
                                 f"current IP for {key!r} not allowed by config, clearing: {error}")
                     lb_ips, cleared = [], True
-        desired_pool = metallb_annotation(svc, "address-pool")
+        desired_pool = self.annotation(svc, "address-pool")
         if lb_ips and desired_pool and self._pool_of(key) != desired_pool:
             self.record(key, "ClearAssignment", "user requested a different pool")
             lb_ips, cleared = [], True
@@ -577,7 +408,7 @@ class MetalLBController(WorkloadModel):
 
     def _desired_ips(self, svc: Obj) -> tuple[list[IPAddress], str]:
         """loadBalancerIPs annotation or spec.loadBalancerIP; both at once is an error [M6]."""
-        annotation = metallb_annotation(svc, "loadBalancerIPs")
+        annotation = self.annotation(svc, "loadBalancerIPs")
         legacy = str(spec_of(svc).get("loadBalancerIP") or "")
         if annotation and legacy:
             return [], "service can not have both metallb.io/loadBalancerIPs and " \
@@ -646,54 +477,95 @@ class MetalLBController(WorkloadModel):
         self._write(svc, [], None)
 
     def _write(self, svc: Obj, ips: list[IPAddress], pool: str | None) -> None:
-        """Annotation ``metallb.io/ip-allocated-from-pool`` then the status [M6]."""
+        """The pool annotation then the status [M6]."""
         name, namespace = name_of(svc), namespace_of(svc)
         current = self.store.try_get("", "Service", name, namespace)
         if current is None:
             return
+        pool_key = allocated_from_pool_key(self.version)
         annotations = meta(current).setdefault("annotations", {}) or {}
         meta(current)["annotations"] = annotations
-        if annotations.get(ALLOCATED_FROM_POOL) != pool:
+        status = dict(current.get("status") or {})
+        lb: Obj = {"ingress": [{"ip": str(ip)} for ip in ips]} if ips else {}
+        changes = annotations.get(pool_key) != pool or (status.get("loadBalancer") or {}) != lb
+        if changes and at_least(self.version, 0, 14, 9):
+            for annotation in sorted(annotations):
+                if annotation.startswith(OLD_PREFIX):
+                    self.record(service_key(svc), "deprecatedAnnotation",
+                                f"Service uses deprecated annotation {annotation}")
+        if annotations.get(pool_key) != pool:
             if pool is None:
-                annotations.pop(ALLOCATED_FROM_POOL, None)
+                annotations.pop(pool_key, None)
             else:
-                annotations[ALLOCATED_FROM_POOL] = pool
+                annotations[pool_key] = pool
             meta(current).pop("resourceVersion", None)
+            self.api("UPDATE", "services", name)
             try:
                 current = self.store.update(current, manager=self.manager)
             except ApiError as exc:
                 self.record(service_key(svc), "UpdateFailed", exc.message)
                 return
         status = dict(current.get("status") or {})
-        lb: Obj = {"ingress": [{"ip": str(ip)} for ip in ips]} if ips else {}
         if (status.get("loadBalancer") or {}) == lb:
             return
         status["loadBalancer"] = lb
         self.write_status("", "Service", name, namespace, status)
 
-    # ----------------------------------------------------------------- webhook
 
-    def is_up_now(self) -> bool:
-        """Whether the controller pod runs right now (from the store, for admission)."""
-        try:
-            deployments = self.store.list("apps", "Deployment", self.namespace)
-        except ApiError:
-            deployments = []
-        return self.workload.running(deployments)
+# --------------------------------------------------------------------------- the component
 
-    def _admission_hook(self, operation: str, new: Obj, old: Obj | None) -> None:
+
+class MetalLBControllers(Component):
+    """MetalLB's controller Deployment: its processes, and the validating webhook they
+    serve [M8][M10]."""
+
+    kind = METALLB_CONTROLLER
+    watched = (("", "Namespace"), ("", "Service"), ("", "ConfigMap"), ("", "Secret"),
+               ("", "Node"), *((METALLB_GROUP, k) for k in CONFIG_KINDS))
+
+    def __init__(self, runtime: Runtime, *, namespace: str = DEFAULT_NAMESPACE,
+                 lb_class: str | None = None, enabled: bool = True) -> None:
+        super().__init__(runtime, enabled=enabled)
+        self.namespace = namespace
+        self.lb_class = lb_class
+        runtime.store.add_admission_hook(self.admission_hook)
+
+    def make_model(self, process: Process) -> Model:
+        return MetalLBController(process)
+
+    def models(self) -> list[MetalLBController]:
+        """The controller code of every running process."""
+        return [p.model for p in self.running() if isinstance(p.model, MetalLBController)]
+
+    @property
+    def legacy(self) -> bool:
+        """Whether a running controller reads the ≤0.12 ConfigMap [M7]."""
+        return any(m.legacy for m in self.models())
+
+    @property
+    def config_error(self) -> str:
+        """Why a running controller refused the current configuration ("" when none did)."""
+        return next((m.config_error for m in self.models() if m.config_error), "")
+
+    def serving(self) -> bool:
+        """Whether the webhook answers: a controller process runs in a pod that is not
+        Terminating."""
+        return any(not p.terminating for p in self.running())
+
+    def admission_hook(self, operation: str, new: Obj, old: Obj | None) -> None:
         """The validating webhooks the controller serves [M8][M10].
 
         A metallb.io write is intercepted when ValidatingWebhookConfiguration
-        ``metallb-webhook-configuration`` has a webhook whose rules cover it. With the
-        controller at 0 replicas the call fails (500, connection refused) unless that
-        webhook's failurePolicy is Ignore; with it running the config is validated.
+        ``metallb-webhook-configuration`` has a webhook whose rules cover it. With no
+        controller serving, the call fails (500, connection refused) unless that webhook's
+        failurePolicy is Ignore; with one serving the config is validated.
         """
         if not self.enabled or not str(new.get("apiVersion", "")).startswith(METALLB_GROUP + "/"):
             return
         try:
-            config = self.store.try_get("admissionregistration.k8s.io",
-                                        "ValidatingWebhookConfiguration", WEBHOOK_CONFIGURATION)
+            config = self.runtime.store.try_get("admissionregistration.k8s.io",
+                                                "ValidatingWebhookConfiguration",
+                                                WEBHOOK_CONFIGURATION)
         except ApiError:
             config = None
         if config is None:
@@ -704,13 +576,13 @@ class MetalLBController(WorkloadModel):
             if not _webhook_covers(webhook, operation, plural):
                 continue
             hook_name = str(webhook.get("name", ""))
-            if not self.is_up_now():
+            if not self.serving():
                 if webhook.get("failurePolicy", "Fail") == "Ignore":
                     continue
                 raise ApiError(500, "InternalError", self._refused_message(hook_name, webhook,
                                                                            kind))
             if operation in ("CREATE", "UPDATE"):
-                error = self._validate(new, old)
+                error = self._validate(new)
                 if error:
                     raise ApiError(403, "Forbidden",
                                    f'admission webhook "{hook_name}" denied the request: {error}')
@@ -720,21 +592,22 @@ class MetalLBController(WorkloadModel):
         svc_name = str(service.get("name") or "metallb-webhook-service")
         svc_ns = str(service.get("namespace") or self.namespace)
         path = str(service.get("path") or f"/validate-metallb-io-v1beta1-{kind.lower()}")
-        target = self.store.try_get("", "Service", svc_name, svc_ns)
+        target = self.runtime.store.try_get("", "Service", svc_name, svc_ns)
         cluster_ip = str(spec_of(target).get("clusterIP")) if target else "10.96.0.1"
         return (f'Internal error occurred: failed calling webhook "{hook_name}": failed to call '
                 f'webhook: Post "https://{svc_name}.{svc_ns}.svc:443{path}?timeout=10s": '
                 f"dial tcp {cluster_ip}:443: connect: connection refused")
 
-    def _validate(self, new: Obj, old: Obj | None) -> str:
+    def _validate(self, new: Obj) -> str:
         """Re-parse the whole config with the object written [M10]."""
         if namespace_of(new) != self.namespace:
             return f"resource must be created in {self.namespace} namespace"
         kind = str(new.get("kind", ""))
+        store = self.runtime.store
         if kind == "IPAddressPool":
-            others = [p for p in self.store.list(METALLB_GROUP, "IPAddressPool", self.namespace)
+            others = [p for p in store.list(METALLB_GROUP, "IPAddressPool", self.namespace)
                       if name_of(p) != name_of(new)]
-            _, error = parse_pools([*others, new], self.store.list("", "Namespace"))
+            _, error = parse_pools([*others, new], store.list("", "Namespace"))
             return error
         if kind == "L2Advertisement":
             return l2advertisement_error(new)
@@ -769,4 +642,3 @@ def _pool_signature(pools: dict[str, MetalLBPool]) -> list[tuple[object, ...]]:
          repr(p.service_selectors))
         for p in pools.values()
     ]
-
