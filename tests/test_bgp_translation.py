@@ -409,8 +409,12 @@ def test_live_cluster_translates_like_its_files(case: str, tmp_path: Path) -> No
     from migrate.kube import Kube
     from migrate.lab.server import LabServer
     from migrate.lab.store import Clock, Store
+    from migrate.lab.crds import crd_folder
     from migrate.sources.live import read_live
 
+    if case == "bgp-v1beta1-v1beta2" and crd_folder() is None:
+        pytest.skip("the API server drops v1beta2-only fields of a v1beta1 BGPPeer by the real"
+                    " CRD's schema, which the lab reads from the shared folder (absent here)")
     path = CONVERT / case / "input.yaml"
     store, skipped = Store.from_snapshot([path], Clock.real())
     assert not skipped
