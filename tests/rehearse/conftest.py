@@ -1,0 +1,44 @@
+"""Helpers of the rehearsal tests: bundled clusters, altered copies of them, and a reporter
+that keeps the progress."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.engine.conftest import CLUSTERS, SCENARIOS
+
+__all__ = ["CLUSTERS", "SCENARIOS", "Progress", "altered"]
+
+
+class Progress:
+    """A Reporter (migrate.apply.waits) that keeps every message."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.waits: list[tuple[str, int, int]] = []
+
+    def event(self, message: str) -> None:
+        self.events.append(message)
+
+    def progress(self, description: str, done: int, total: int) -> None:
+        self.waits.append((description, done, total))
+
+
+Altered = Callable[[str, Callable[[Path], None]], Path]
+
+
+@pytest.fixture
+def altered(tmp_path: Path) -> Altered:
+    """``altered(scenario, change)``: a copy of a bundled cluster, changed by ``change(folder)``."""
+
+    def make(scenario: str, change: Callable[[Path], None]) -> Path:
+        folder = tmp_path / f"{scenario}-altered"
+        shutil.copytree(CLUSTERS / scenario, folder)
+        change(folder)
+        return folder
+
+    return make
