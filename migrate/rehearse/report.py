@@ -49,7 +49,7 @@ def summary_lines(report: RehearsalReport) -> list[str]:
     """The short summary a terminal (and the README) shows: verdict, stages, silences."""
     lines = [f"Rehearsal of {report.source} on a twin ({report.time} time, seed"
              f" {report.seed}, lab timing {report.timing})"]
-    applied = [row for row in report.stages if row.phase == "apply"]
+    applied = [row for row in report.stages if row.phase == "apply" and row.stage != "verify"]
     if applied:
         total = sum(row.expected_seconds for row in applied)
         lines.append(f"  {len(applied)} stages applied, {sum(r.writes for r in applied)}"
@@ -129,11 +129,9 @@ def report_table(report: RehearsalReport, stream: IO[str]) -> None:
     for line in report.fidelity:
         console.print(f"[yellow]twin:[/] {rich_escape(line)}")
     style = VERDICT_STYLE[report.verdict.status]
-    lines = summary_lines(report)
-    verdict_at = next(i for i, line in enumerate(lines) if line.startswith("Verdict:"))
-    console.print(f"[{style}]{rich_escape(lines[verdict_at])}[/]")
-    for line in lines[verdict_at + 1:]:
-        console.print(rich_escape(line))
+    for line in summary_lines(report)[1:]:
+        console.print(f"[{style}]{rich_escape(line)}[/]" if line.startswith("Verdict:")
+                      else rich_escape(line))
     failed = [run for run in report.chaos if not run.survived]
     for run in failed:
         console.print("  replay: " + rich_escape(report.chaos_replay.replace(
