@@ -165,8 +165,11 @@ def rehearse_snapshot(folder: str | Path, options: RehearseOptions, reporter: Re
                               problems=problems,
                               findings=[f"{p.subject}: {p.detail}" for p in problems])
             report.stages.append(row)
-    if options.chaos or options.chaos_seeds:
-        _chaos(report, folder, plan, options, reporter, source)
+    if (options.chaos or options.chaos_seeds) and report.problems:
+        report.assumptions.append("the chaos runs were skipped: the migration fails in the twin"
+                                  " without any fault")
+    elif options.chaos or options.chaos_seeds:
+        _chaos(report, folder, plan, options, reporter)
     report.verdict = verdict(report)
     return report
 
@@ -197,7 +200,7 @@ def _blocked(report: RehearsalReport, plan: Plan) -> None:
 
 
 def _chaos(report: RehearsalReport, folder: str | Path, plan: Plan, options: RehearseOptions,
-           reporter: Reporter, source: str) -> None:
+           reporter: Reporter) -> None:
     from migrate.rehearse.chaos import measure, run_chaos, run_seed
 
     requests, writes = measure(folder, plan, options.seed)

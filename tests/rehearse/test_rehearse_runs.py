@@ -104,7 +104,7 @@ def test_no_cilium_agent_where_the_policy_announces_names_the_lease_wait(
 
     folder = altered("guide-single-pool", agents_on_cp_only)
     progress = Progress()
-    report = rehearse(RehearseOptions(), progress, from_paths=[str(folder)])
+    report = rehearse(RehearseOptions(chaos=3), progress, from_paths=[str(folder)])
     assert report.verdict.status == "unsafe"
     first = report.verdict.first
     assert first is not None and first.where == "apply l2-cutover"
@@ -117,6 +117,7 @@ def test_no_cilium_agent_where_the_policy_announces_names_the_lease_wait(
     rollback = next(r for r in report.stages if r.phase == "rollback")
     assert rollback.checks["I3"] == "ok" and rollback.checks["I1"] == "ok"
     assert not [r for r in report.stages if r.phase == "re-apply"]
+    assert report.chaos == [] and "chaos runs were skipped" in report.assumptions[-1]
 
 
 def test_an_error_finding_blocks_with_exit_3(altered: Altered) -> None:
