@@ -243,6 +243,9 @@ def cutover_of(before: Sequence[AnnouncementChange], during: Sequence[Announceme
         cutover = IpCutover(ip, services.get(ip, []), end - start, answers)
         cutover.silence = handover_silence(answers)
         cutover.longest_silence, cutover.doubled = _spans(answers, end - start)
+        cutover.two_announcers = any(
+            len(set(a.metallb) | set(a.cilium)) > 1 or (a.metallb and a.cilium)
+            for a in answers)
         out.append(cutover)
     return out
 

@@ -103,6 +103,8 @@ class IpCutover:
     longest_silence: float = 0.0
     doubled: float = 0.0
     """Seconds during which two announcers answered."""
+    two_announcers: bool = False
+    """Whether two announcers ever answered, if only for an instant."""
     reapply_silence: float | None = None
     wire: dict[str, Any] | None = None
     """What the prober saw on the wire (``--wire``): rounds, silences, MACs."""
@@ -114,6 +116,7 @@ class IpCutover:
             "silence": None if self.silence is None else round(self.silence, 3),
             "longestSilence": round(self.longest_silence, 3),
             "doubledSeconds": round(self.doubled, 3),
+            "twoAnnouncers": self.two_announcers,
             "reapplySilence": None if self.reapply_silence is None else round(
                 self.reapply_silence, 3),
         }

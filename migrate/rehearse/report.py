@@ -64,7 +64,7 @@ def summary_lines(report: RehearsalReport) -> list[str]:
         worst = max(handed, key=lambda c: c.silence or 0.0)
         lines.append(f"  cutover: {len(handed)} IP(s) handed over, longest silence"
                      f" {_seconds(worst.silence)} ({worst.ip}), two announcers"
-                     f" {'never' if not any(c.doubled for c in report.cutover) else 'SEEN'}")
+                     f" {'SEEN' if any(c.two_announcers for c in report.cutover) else 'never'}")
     if report.chaos:
         lines.append(f"  chaos: {report.chaos_survived} of {len(report.chaos)} runs survived")
     lines.append(f"Verdict: {report.verdict.summary}")
@@ -112,7 +112,8 @@ def report_table(report: RehearsalReport, stream: IO[str]) -> None:
                         _who(item.answers[0].metallb, item.answers[0].cilium),
                         _who(last.metallb, last.cilium), _seconds(item.silence),
                         _seconds(item.reapply_silence),
-                        "never" if not item.doubled else f"[bold red]{item.doubled:.3f}s[/]",
+                        f"[bold red]{item.doubled:.3f}s[/]" if item.two_announcers
+                        else "never",
                         wire)
         console.print(cut)
     if report.chaos:
@@ -151,7 +152,7 @@ h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}
 table{border-collapse:collapse;margin:6px 0}th,td{border:1px solid #ddd;padding:3px 7px;
 text-align:left;vertical-align:top}th{background:#f3f4f6}td.num{text-align:right}
 td.ok{color:#15803d}td.failed{color:#b91c1c;font-weight:700}td.na{color:#9ca3af}
-td{white-space:nowrap}td.findings{white-space:normal;min-width:320px;font-size:13px}
+td{white-space:nowrap}td.findings{white-space:normal;min-width:240px;font-size:13px}
 .timeline{display:block;margin:4px 0 14px}.ip{font-weight:600}
 .legend span{display:inline-block;margin-right:14px}
 .swatch{display:inline-block;width:12px;height:12px;vertical-align:-2px;margin-right:4px}
@@ -231,7 +232,8 @@ def timeline_svg(item: IpCutover, index: int = 0) -> str:
              f'<rect width="3" height="6" fill="{COLOURS["two"]}"/></pattern></defs>',
              f'<text x="0" y="14" class="ip" font-size="13" font-weight="600">'
              f'{escape(item.ip)}</text>',
-             f'<text x="{LABEL + 50}" y="14" font-size="11" fill="#555">'
+             f'<text x="{max(LABEL + 50, 8 * len(item.ip) + 16)}" y="14" font-size="11"'
+             ' fill="#555">'
              f'{escape(", ".join(item.services))}</text>']
     for lane_index, (name, segments) in enumerate(lanes):
         y = 22 + lane_index * LANE
@@ -244,6 +246,11 @@ def timeline_svg(item: IpCutover, index: int = 0) -> str:
                 COLOURS["silent"] if not answer.cilium else
                 f"url(#{pattern})" if len(answer.cilium) > 1 else "#64748b")
             if right - left < 0.5:
+                if name == "model" and fill.startswith("url("):  # two announcers, an instant
+                    parts.append(f'<line class="doubled" x1="{left:.2f}" y1="{y - 2}"'
+                                 f' x2="{left:.2f}" y2="{y + LANE - 2}" stroke='
+                                 f'"{COLOURS["two"]}" stroke-width="4"><title>{escape(who)}'
+                                 f' at {start:.3f}s</title></line>')
                 continue
             parts.append(f'<rect x="{left:.2f}" y="{y}" width="{right - left:.2f}"'
                          f' height="{LANE - 4}" fill="{fill}"><title>{escape(who)} from'
