@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from typing import Any
 from migrate.apply.executor import apply_stage
 from migrate.apply.lock import LOCK_NAME
 from migrate.apply.rollback import rollback
-from migrate.apply.waits import Reporter
+from migrate.apply.waits import Reporter, SilentReporter
 from migrate.errors import BlockedError, MigrateError
 from migrate.kube import KubeError
 from migrate.lab.faults import Fault, FaultSet, RequestInfo
@@ -311,7 +310,7 @@ def measure(snapshot_dir: str | Path, plan: Plan, seed: int, *,
     rollback, counted as the faults count them: the range the fault points are drawn from."""
     with start_twin(snapshot_dir, seed=seed, virtual=True) as twin:
         faults = RequestFaults(None)
-        runner = _Runner(twin, plan, faults, _Quiet(), state_namespace)
+        runner = _Runner(twin, plan, faults, SilentReporter(), state_namespace)
         runner.migrate()
         if runner.problems:
             raise MigrateError("the migration failed without any fault: "
@@ -320,24 +319,11 @@ def measure(snapshot_dir: str | Path, plan: Plan, seed: int, *,
 
 
 def run_chaos(snapshot_dir: str | Path, plan: Plan, seeds: list[int], requests: int,
-              writes: int, reporter: Reporter,
-              progress: Callable[[int, int], None] | None = None) -> list[ChaosRun]:
+              writes: int, reporter: Reporter) -> list[ChaosRun]:
     """Every chaos run, in order."""
     runs = []
     for index, seed in enumerate(seeds):
         reporter.event(f"chaos run {index + 1}/{len(seeds)} (seed {seed})")
         runs.append(chaos_run(snapshot_dir, plan, index + 1, seed, requests, writes,
-                              _Quiet()))
-        if progress is not None:
-            progress(index + 1, len(seeds))
+                              SilentReporter()))
     return runs
-
-
-class _Quiet:
-    """The engine's progress inside chaos runs is not shown (one line per run is)."""
-
-    def event(self, message: str) -> None:
-        return None
-
-    def progress(self, description: str, done: int, total: int) -> None:
-        return None

@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from migrate.apply.waits import SilentReporter
 from tests.engine.conftest import CLUSTERS, SCENARIOS
 
 __all__ = ["CLUSTERS", "SCENARIOS", "Progress", "altered"]
 
 
-class Progress:
-    """A Reporter (migrate.apply.waits) that keeps every message."""
+class Progress(SilentReporter):
+    """The engine's reporter for tests, keeping every message and every wait's progress."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.events: list[str] = []
         self.waits: list[tuple[str, int, int]] = []
 
