@@ -147,3 +147,14 @@ def test_from_and_a_cluster_are_exclusive() -> None:
     result = run_cli("rehearse", "--from", str(CLUSTERS / "bgp-kinds"), "--context", "x")
     assert result.exit_code == 2
     assert "not both" in result.stderr
+
+
+def test_a_real_clock_at_a_time_scale() -> None:
+    """``--time-scale``: the twin on a real clock, the models in their own thread, the
+    engine's polls scaled; the same verdict."""
+    report = rehearse(RehearseOptions(time_scale=0.02), Progress(),
+                      from_paths=[str(CLUSTERS / "bgp-kinds")])
+    assert report.time == "real (time scale 0.02)"
+    assert report.verdict.status == "safe", report.verdict.to_json()
+    handover = next(r for r in report.stages if r.stage == "ipam-handover")
+    assert handover.twin_seconds > 0  # wall seconds this time
