@@ -19,6 +19,7 @@ it is there, and then the observer goes.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -125,6 +126,7 @@ class AnnouncementObserver:
         self.changes: list[AnnouncementChange] = []
         self._last: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._dirty = True
+        self._lock = threading.Lock()  # the models' thread and the rehearsal's both sample
         self.sample()
 
     # -- the Model protocol the controllers drive ----------------------------------------------
@@ -164,17 +166,18 @@ class AnnouncementObserver:
     def sample(self) -> None:
         """Record every IP whose answerers differ from the last sample (if anything that can
         change them happened since)."""
-        if not self._dirty:
-            return
-        self._dirty = False
-        now = self.controllers.store.clock.now()
-        view = {ip: (tuple(a.metallb_nodes), tuple(a.cilium_nodes))
-                for ip, a in self.controllers.announcements().items()}
-        for ip in sorted(set(view) | set(self._last)):
-            who = view.get(ip, ((), ()))
-            if self._last.get(ip, ((), ())) != who:
-                self.changes.append(AnnouncementChange(now, ip, *who))
-        self._last = {ip: who for ip, who in view.items() if who != ((), ())}
+        with self._lock:
+            if not self._dirty:
+                return
+            self._dirty = False
+            now = self.controllers.store.clock.now()
+            view = {ip: (tuple(a.metallb_nodes), tuple(a.cilium_nodes))
+                    for ip, a in self.controllers.announcements().items()}
+            for ip in sorted(set(view) | set(self._last)):
+                who = view.get(ip, ((), ()))
+                if self._last.get(ip, ((), ())) != who:
+                    self.changes.append(AnnouncementChange(now, ip, *who))
+            self._last = {ip: who for ip, who in view.items() if who != ((), ())}
 
 
 def announcement_source(controllers: Controllers) -> tuple[AnnouncementSource, Callable[[], None]]:
