@@ -206,7 +206,8 @@ def _chaos(report: RehearsalReport, folder: str | Path, plan: Plan, options: Reh
     requests, writes = measure(folder, plan, options.seed)
     seeds = list(options.chaos_seeds) or [run_seed(options.seed, i)
                                           for i in range(options.chaos)]
-    report.chaos = run_chaos(folder, plan, seeds, requests, writes, reporter)
+    report.chaos = run_chaos(folder, plan, seeds, requests, writes, reporter,
+                             twin_seed=options.seed)
     where = report.snapshot or "SNAPSHOT"
     report.chaos_replay = (f"migrate rehearse --from {where} --seed {options.seed}"
                            " --chaos-seed {seed}")

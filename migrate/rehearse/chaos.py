@@ -272,12 +272,15 @@ class _Runner:
 
 
 def chaos_run(snapshot_dir: str | Path, plan: Plan, index: int, seed: int, requests: int,
-              writes: int, reporter: Reporter, *, state_namespace: str = "kube-system",
-              ) -> ChaosRun:
-    """One chaos run on a twin of its own (virtual time, seeded ``seed``)."""
+              writes: int, reporter: Reporter, *, twin_seed: int,
+              state_namespace: str = "kube-system") -> ChaosRun:
+    """One chaos run on a twin of its own (virtual time): its fault drawn from ``seed``, the
+    twin's timings from ``twin_seed``, the rehearsal's, so that the run sends the requests
+    :func:`measure` counted up to its fault (on the asynchronous lab a seed changes how long
+    the waits last, and so how many polls they send)."""
     point = fault_point(seed, requests, writes)
     result = ChaosRun(index, seed, point.label, point.at)
-    with start_twin(snapshot_dir, seed=seed, virtual=True) as twin:
+    with start_twin(snapshot_dir, seed=twin_seed, virtual=True) as twin:
         before = inv.comparable_objects(
             obj for group, kind in inv.WATCHED for obj in twin.store.list(group, kind))
         faults = RequestFaults(point)
@@ -319,11 +322,11 @@ def measure(snapshot_dir: str | Path, plan: Plan, seed: int, *,
 
 
 def run_chaos(snapshot_dir: str | Path, plan: Plan, seeds: list[int], requests: int,
-              writes: int, reporter: Reporter) -> list[ChaosRun]:
-    """Every chaos run, in order."""
+              writes: int, reporter: Reporter, *, twin_seed: int) -> list[ChaosRun]:
+    """Every chaos run, in order (``twin_seed``: the rehearsal's seed, see :func:`chaos_run`)."""
     runs = []
     for index, seed in enumerate(seeds):
         reporter.event(f"chaos run {index + 1}/{len(seeds)} (seed {seed})")
         runs.append(chaos_run(snapshot_dir, plan, index + 1, seed, requests, writes,
-                              SilentReporter()))
+                              SilentReporter(), twin_seed=twin_seed))
     return runs

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from migrate.apply.executor import ApplyOptions
 from migrate.apply.waits import WaitOptions
@@ -213,8 +213,9 @@ def _controllers(store: Store, *, seed: int, time_scale: float) -> Controllers:
     the lab of today, which reacts in the tick of each change whatever the seed."""
     accepted = inspect.signature(build_controllers).parameters
     if "timing" in accepted:
-        return build_controllers(store, timing="realistic", seed=seed,  # type: ignore[call-arg]
-                                 time_scale=time_scale)
+        build: Any = build_controllers
+        return cast(Controllers, build(store, timing="realistic", seed=seed,
+                                       time_scale=time_scale))
     return build_controllers(store)
 
 
