@@ -21,13 +21,13 @@ class Progress(SilentReporter):
     def __init__(self) -> None:
         super().__init__()
         self.events: list[str] = []
-        self.waits: list[tuple[str, int, int]] = []
+        self.progress_seen: list[tuple[str, int, int]] = []
 
     def event(self, message: str) -> None:
         self.events.append(message)
 
     def progress(self, description: str, done: int, total: int) -> None:
-        self.waits.append((description, done, total))
+        self.progress_seen.append((description, done, total))
 
 
 Altered = Callable[[str, Callable[[Path], None]], Path]
