@@ -500,6 +500,95 @@ def rollback(plan_path: str | None, to_stage: str | None, yes: bool, dry_run: bo
 
 
 @main.command()
+@click.option("--from", "from_paths", multiple=True, type=click.Path(exists=True), metavar="DIR",
+              help="Rehearse on files/folders (a snapshot) instead of a live cluster.")
+@click.option("--kubeconfig", default=None, type=click.Path(),
+              help="kubeconfig file of the cluster to rehearse (read-only).")
+@click.option("--context", "kube_context", default=None, help="kubeconfig context to use.")
+@click.option("--canary", metavar="POOL", default=None,
+              help="Rehearse the plan with this pool handed over first (l2-canary).")
+@click.option("--cilium-version", metavar="X.Y", default=None,
+              help="Target Cilium version (default: detected from the cluster, else newest).")
+@click.option("--metallb-namespace", metavar="NS", default=None)
+@click.option("--cilium-namespace", metavar="NS", default="kube-system", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the twin's timings and of the chaos runs: the same seed gives the"
+                   " same report.")
+@click.option("--time-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="X", help="Run the twin on a real clock, its delays times X (default:"
+                                " virtual time, no wall time spent waiting).")
+@click.option("--wire", is_flag=True,
+              help="The twin's nodes answer ARP in network namespaces of ours and a prober"
+                   " watches every IP (root; real time).")
+@click.option("--chaos", type=click.IntRange(min=0), default=0, metavar="N",
+              help="N more runs, each with one fault at a seeded point (API 500, 409, timeout,"
+                   " dropped connection, or a SIGKILL of the apply then resume or rollback).")
+@click.option("--chaos-seed", "chaos_seeds", type=int, multiple=True, metavar="SEED",
+              help="Replay the chaos run of this seed (as the report names it); repeatable.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE.html", help="Also write a self-contained HTML report (stage table,"
+                                        " a timeline per IP of the cutover).")
+@click.option("--save-snapshot", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Save the snapshot rehearsed on (loadable by --from and by `python -m"
+                   " migrate.lab serve --snapshot`).")
+@_QUIET
+def rehearse(from_paths: tuple[str, ...], kubeconfig: str | None, kube_context: str | None,
+             canary: str | None, cilium_version: str | None, metallb_namespace: str | None,
+             cilium_namespace: str, seed: int, time_scale: float | None, wire: bool,
+             chaos: int, chaos_seeds: tuple[int, ...], output: str, report_path: str | None,
+             save_snapshot: str | None, quiet: bool) -> None:
+    """Rehearse the whole migration, and its rollback, on a twin of the cluster first.
+
+    \b
+    Reads the cluster as `migrate plan` does (read-only, never a Secret) and runs on an
+    emulated twin of it, in-process: every stage, verify, a full rollback (the start state
+    must come back exactly), every stage again, verify. Per stage: outcome, writes, time in
+    the twin and expected on the cluster, invariants I1-I6, leases; per IP the cutover
+    silence; then the verdict. Exits 0 when safe, 3 when an ERROR finding blocks the plan,
+    4 when an invariant failed (or a stage could not finish) in the twin.
+    """
+    from migrate.rehearse import RehearseOptions
+    from migrate.rehearse import rehearse as run_rehearsal
+    from migrate.rehearse.report import report_html, report_json, report_table
+
+    if from_paths and (kubeconfig or kube_context):
+        raise click.UsageError("give --from or a cluster (--kubeconfig/--context), not both")
+    options = RehearseOptions(canary=canary, cilium_version=cilium_version,
+                              cilium_namespace=cilium_namespace,
+                              metallb_namespace=metallb_namespace, seed=seed,
+                              time_scale=time_scale, wire=wire, chaos=chaos,
+                              chaos_seeds=chaos_seeds)
+    with _reporter(quiet) as reporter:
+        if from_paths:
+            result = run_rehearsal(options, reporter, from_paths=from_paths,
+                                   save_snapshot=save_snapshot)
+        else:
+            kube = _kube(kubeconfig, kube_context)
+            try:
+                result = run_rehearsal(options, reporter, kube=kube,
+                                       save_snapshot=save_snapshot,
+                                       source=f"cluster (context {kube_context})"
+                                       if kube_context else "cluster")
+            finally:
+                kube.close()
+    if output == "json":
+        click.echo(report_json(result), nl=False)
+    else:
+        report_table(result, sys.stdout)
+    if report_path:
+        from pathlib import Path
+
+        Path(report_path).write_text(report_html(result), encoding="utf-8")
+        click.echo(f"HTML report written to {report_path}", err=True)
+    if result.verdict.status == "blocked":
+        raise BlockedError(result.verdict.summary)
+    if result.verdict.status == "unsafe":
+        raise VerificationError(result.verdict.summary)
+
+
+@main.command()
 @_cluster_options
 def status(kubeconfig: str | None, kube_context: str | None, state_namespace: str) -> None:
     """The stages applied to the cluster, by whom and when, and the lock."""

@@ -407,9 +407,9 @@ def test_live_cluster_translates_like_its_files(case: str, tmp_path: Path) -> No
     """Read back from the lab's API server (v1beta1 peers converted to v1beta2, the legacy
     ConfigMap as a ConfigMap), the BGP objects are the same."""
     from migrate.kube import Kube
+    from migrate.lab.crds import crd_folder
     from migrate.lab.server import LabServer
     from migrate.lab.store import Clock, Store
-    from migrate.lab.crds import crd_folder
     from migrate.sources.live import read_live
 
     if case == "bgp-v1beta1-v1beta2" and crd_folder() is None:

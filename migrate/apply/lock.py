@@ -89,16 +89,24 @@ class MigrationLock:
             else:
                 self.kube.replace(self._body(lease["metadata"].get("resourceVersion")))
         except KubeError as error:
-            if error.status == 409:
-                raise BlockedError(
-                    "another migrate run took the lock at the same moment; try again"
-                ) from None
-            raise
+            # A 409 can answer the retry of our own write whose first answer was lost (a
+            # timeout after the server stored it): then the lock is ours, and refusing would
+            # leave it held by nobody running until it expires.
+            if error.status != 409:
+                raise
+        if not self._ours():
+            raise BlockedError("another migrate run took the lock at the same moment; try again")
         self._renewed = time.monotonic()
         self._stop.clear()
         self._thread = threading.Thread(target=self._renew, name="lbmigrate-lock",
                                         daemon=True)
         self._thread.start()
+
+    def _ours(self) -> bool:
+        """Whether the Lease names this run as its holder (read back after taking it: a create
+        whose answer was lost is retried by looking, and finds whoever created it)."""
+        lease = self.kube.try_get("coordination.k8s.io/v1", "Lease", LOCK_NAME, self.namespace)
+        return ((lease or {}).get("spec") or {}).get("holderIdentity") == self.identity
 
     def _renew(self) -> None:
         while not self._stop.wait(renew_interval(self.duration)):

@@ -5,8 +5,11 @@ A :class:`FaultRule` matches requests by Kubernetes verb (``get``, ``list``, ``w
 (optionally ``plural/subresource``, or ``*``), object name (or any) and occurrence (the n-th
 matching request only, or every one), and makes the server answer with an HTTP status (a real
 ``Status`` body; 429 carries ``Retry-After``), wait before answering, or drop the connection
-without a response. Tests install rules through ``server.faults.add(rule)`` and remove them
-with ``server.faults.remove(rule)`` or ``server.faults.clear()``.
+without a response. A rule with ``after=True`` lets the request through first: the write it
+carries is done, then its answer is lost (``drop``) or replaced by the status, as when an API
+server times out a request it goes on to complete. Tests install rules through
+``server.faults.add(rule)`` and remove them with ``server.faults.remove(rule)`` or
+``server.faults.clear()``; a FaultSet subclass may decide per request (``decide``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class FaultRule:
     ``nth`` (1-based) fires on that matching request only; ``None`` fires on every one.
     ``status`` answers with that HTTP code; ``delay`` (seconds) waits first (and then, without
     ``status`` or ``drop``, answers normally); ``drop`` closes the socket without a response.
+    ``after``: the request is processed first, and only its answer suffers the fault.
     """
 
     verb: str = "*"
@@ -60,6 +64,7 @@ class FaultRule:
     delay: float = 0.0
     drop: bool = False
     message: str | None = None
+    after: bool = False
     seen: int = field(default=0, init=False)
     """How many requests matched so far."""
     fired: int = field(default=0, init=False)
@@ -101,6 +106,8 @@ class Fault:
     message: str = ""
     retry_after: int | None = None
     drop: bool = False
+    after: bool = False
+    """Process the request first; then lose or replace its answer."""
 
 
 class FaultSet:
@@ -138,6 +145,7 @@ class FaultSet:
         delay = 0.0
         chosen: FaultRule | None = None
         drop = False
+        after = False
         with self._lock:
             for rule in self._rules:
                 if not rule.matches(request):
@@ -148,16 +156,17 @@ class FaultSet:
                 rule.fired += 1
                 delay += rule.delay
                 drop = drop or rule.drop
+                after = after or rule.after
                 if rule.status is not None and chosen is None:
                     chosen = rule
         if chosen is None and not drop and delay <= 0:
             return None
         if chosen is None:
-            return Fault(delay=delay, drop=drop)
+            return Fault(delay=delay, drop=drop, after=after)
         status = chosen.status or 500
         message = chosen.message or (
             f"injected fault: {status} {chosen.reason} on {request.verb} {request.resource}"
             + (f"/{request.name}" if request.name else "")
         )
         return Fault(delay=delay, status=status, reason=chosen.reason, message=message,
-                     retry_after=chosen.retry_after, drop=drop)
+                     retry_after=chosen.retry_after, drop=drop, after=after)

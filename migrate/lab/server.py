@@ -762,6 +762,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         self.lab.record(method, self.path)
         self._warnings: list[str] = []
+        self._late_fault: Fault | None = None
         split = urlsplit(self.path)
         params = parse_qs(split.query, keep_blank_values=True)
         path = split.path.rstrip("/") or "/"
@@ -774,7 +775,9 @@ class _Handler(BaseHTTPRequestHandler):
             fault = self.lab.faults.decide(RequestInfo(
                 verb=verb, resource=route.rtype.plural, subresource=route.subresource,
                 name=route.name, namespace=route.namespace))
-            if fault is not None:
+            if fault is not None and fault.after:
+                self._late_fault = fault  # the request is served; its answer is not
+            elif fault is not None:
                 self._apply_fault(fault)
             self._dispatch(method, verb, route, params, body)
         except _Dropped:
@@ -804,6 +807,10 @@ class _Handler(BaseHTTPRequestHandler):
         return b""
 
     def _send_json(self, status: int, body: Any, *, headers: dict[str, str] | None = None) -> None:
+        late = getattr(self, "_late_fault", None)
+        if late is not None:
+            self._late_fault = None
+            self._apply_fault(late)  # raises: the connection drops, or the status is sent
         data = json.dumps(body, separators=(",", ":")).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

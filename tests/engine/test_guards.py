@@ -147,6 +147,30 @@ def test_two_concurrent_applies_one_is_refused(cluster_factory: ClusterFactory) 
     assert any("holds the lock" in o or "same moment" in o for o in outcomes)
 
 
+@pytest.mark.parametrize("verb", ["create", "update"])
+def test_a_lock_write_whose_answer_was_lost_still_takes_the_lock(
+        cluster_factory: ClusterFactory, verb: str) -> None:
+    """The API server times out the lock write after storing it (504), the client retries:
+    the create finds the Lease, the update gets 409 for its stale resourceVersion. Either
+    way the lock is this run's, and the stage runs (refusing it left the lock held, by no
+    running process, until it expired)."""
+    from migrate.lab.faults import FaultRule
+
+    cluster = cluster_factory("guide-single-pool")
+    plan = make_plan(read_live(cluster.kube))
+    if verb == "update":  # a Lease left by an earlier run, freed: the next run updates it
+        assert apply_stage(cluster.kube, plan, "preflight",
+                           options=fast_options()).outcome == "applied"
+    rule = cluster.server.faults.add(FaultRule(verb=verb, resource="leases",
+                                               name=None if verb == "create" else
+                                               "lbmigrate-lock", nth=1, status=504,
+                                               after=True))
+    assert apply_stage(cluster.kube, plan, "pin", options=fast_options()).outcome == "applied"
+    assert rule.fired == 1
+    lease = cluster.store.get("coordination.k8s.io", "Lease", "lbmigrate-lock", "kube-system")
+    assert not lease["spec"].get("holderIdentity"), "released at the end of the stage"
+
+
 def _steal_lock(cluster: object, holder: str) -> None:
     store = cluster.store  # type: ignore[attr-defined]
     lease = store.get("coordination.k8s.io", "Lease", "lbmigrate-lock", "kube-system")

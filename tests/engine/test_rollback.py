@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
@@ -11,53 +10,18 @@ from migrate.apply.executor import apply_stage
 from migrate.apply.rollback import rollback
 from migrate.plan.api import make_plan
 from migrate.plan.model import STAGE_NAMES
+from migrate.rehearse.invariants import WATCHED, comparable_objects
 from migrate.sources.live import read_live
 from tests.engine.conftest import SCENARIOS, Cluster, ClusterFactory, fast_options
 
 Obj = dict[str, Any]
-# What the controllers own or the server writes: not part of "the cluster as before".
-IGNORED_META = ("resourceVersion", "managedFields", "creationTimestamp", "uid", "generation")
-WATCHED = [("", "Service"), ("apps", "Deployment"), ("apps", "DaemonSet"), ("", "ConfigMap"),
-           ("metallb.io", "IPAddressPool"), ("metallb.io", "L2Advertisement"),
-           ("metallb.io", "BGPAdvertisement"), ("metallb.io", "BGPPeer"),
-           ("cilium.io", "CiliumLoadBalancerIPPool"), ("cilium.io", "CiliumL2AnnouncementPolicy"),
-           ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration")]
-
-
-# Fields the API server defaults on a Service's first write (the snapshot was loaded as is).
-SERVICE_DEFAULTS = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy",
-                    "internalTrafficPolicy", "sessionAffinity", "externalTrafficPolicy",
-                    "allocateLoadBalancerNodePorts")
-
-
-def _comparable(obj: Obj) -> Obj:
-    out = copy.deepcopy(obj)
-    for key in IGNORED_META:
-        out["metadata"].pop(key, None)
-    if out["kind"] == "Service":
-        spec = out.get("spec") or {}
-        for key in SERVICE_DEFAULTS:
-            spec.pop(key, None)
-        for port in spec.get("ports") or []:
-            port.pop("nodePort", None)
-    status = out.get("status")
-    if isinstance(status, dict):
-        status.pop("conditions", None)
-        if out["kind"] == "Deployment":
-            out.pop("status")
-    return out
 
 
 def cluster_objects(cluster: Cluster) -> dict[str, Obj]:
-    """Every object the migration may touch, keyed by kind/namespace/name."""
-    out = {}
-    for group, kind in WATCHED:
-        for obj in cluster.store.list(group, kind):
-            meta = obj["metadata"]
-            if kind == "ConfigMap" and meta["name"].startswith("lbmigrate-"):
-                continue
-            out[f"{kind}/{meta.get('namespace')}/{meta['name']}"] = _comparable(obj)
-    return out
+    """Every object the migration may touch, without what the server and the controllers own
+    (the rehearsal's own comparison: ``migrate.rehearse.invariants``), keyed by object."""
+    return comparable_objects(obj for group, kind in WATCHED
+                              for obj in cluster.store.list(group, kind))
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

@@ -133,6 +133,34 @@ def test_delay_beyond_the_client_timeout_raises(lab: Lab) -> None:
         lab.core.read_namespaced_config_map("c", "default", _request_timeout=0.2)
 
 
+def test_a_late_status_fault_answers_after_the_write_is_done(lab: Lab) -> None:
+    """An API server that times out a request it goes on to complete: the client sees 504,
+    the ConfigMap exists."""
+    rule = lab.server.faults.add(FaultRule(verb="create", resource="configmaps", nth=1,
+                                           status=504, after=True))
+    with pytest.raises(ApiException) as exc:
+        make_config_map(lab, "late")
+    assert exc.value.status == 504
+    assert json.loads(exc.value.body)["reason"] == "Timeout"
+    assert rule.fired == 1
+    assert lab.core.read_namespaced_config_map("late", "default").metadata.name == "late"
+
+
+def test_a_late_drop_loses_the_answer_of_a_write_that_was_done(lab: Lab) -> None:
+    lab.server.faults.add(FaultRule(verb="create", resource="configmaps", drop=True,
+                                    after=True))
+    with pytest.raises(urllib3.exceptions.ProtocolError):
+        make_config_map(lab, "done")  # POST is not retried by the client
+    assert lab.store.try_get("", "ConfigMap", "done", "default") is not None
+
+
+def test_an_early_drop_never_reaches_the_store(lab: Lab) -> None:
+    lab.server.faults.add(FaultRule(verb="create", resource="configmaps", drop=True))
+    with pytest.raises(urllib3.exceptions.ProtocolError):
+        make_config_map(lab, "lost")
+    assert lab.store.try_get("", "ConfigMap", "lost", "default") is None
+
+
 def test_clear_removes_every_rule(lab: Lab) -> None:
     lab.server.faults.add(FaultRule(status=503))
     with pytest.raises(ApiException):
