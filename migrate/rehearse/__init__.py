@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from migrate.errors import NothingToMigrateError
-from migrate.rehearse.model import Problem, RehearsalReport, StageReport, Verdict
+from migrate.rehearse.model import (
+    Problem,
+    RehearsalReport,
+    StageReport,
+    Verdict,
+    invariant_label,
+)
 
 if TYPE_CHECKING:
     from migrate.apply.waits import Reporter
@@ -218,7 +224,8 @@ def verdict(report: RehearsalReport) -> Verdict:
     problems = report.problems
     if problems:
         first = problems[0]
-        return Verdict("unsafe", f"not safe: {first.check} failed in the twin at {first.where}"
+        return Verdict("unsafe", f"not safe: {invariant_label(first.check)} failed in the twin"
+                       f" at {first.where}"
                        f" ({len(problems)} problem(s) in all)", first)
     failed = [run for run in report.chaos if not run.survived]
     if failed:

@@ -21,6 +21,12 @@ INVARIANT_NAMES = {
     "I6": "what is lost is said",
 }
 CheckResult = Literal["ok", "failed", "-"]
+
+
+def invariant_label(check: str) -> str:
+    """A check as a user reads it: ``I2 (one announcer)``; other checks as they are named."""
+    name = INVARIANT_NAMES.get(check)
+    return f"{check} ({name})" if name else check
 Status = Literal["safe", "blocked", "unsafe"]
 
 

@@ -311,7 +311,7 @@ def report_html(report: RehearsalReport) -> str:
         f"{first}</div>",
         "<h2>Stages</h2>", f'<table id="stages"><thead><tr>{head}</tr></thead><tbody>',
         _stage_rows(report.stages), "</tbody></table>",
-        '<p class="meta">' + " · ".join(f"{n}: {escape(INVARIANT_NAMES[n])}"
+        '<p class="meta">' + " · ".join(f"{n} {escape(INVARIANT_NAMES[n])}"
                                         for n in INVARIANTS) + "</p>",
     ]
     if report.cutover:

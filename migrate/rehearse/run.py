@@ -24,7 +24,7 @@ from migrate.errors import BlockedError, MigrateError
 from migrate.plan.model import Plan, Stage, Target
 from migrate.plan.views import ingress_ips
 from migrate.rehearse import invariants as inv
-from migrate.rehearse.model import IpCutover, Problem, StageReport
+from migrate.rehearse.model import IpCutover, Problem, StageReport, invariant_label
 from migrate.rehearse.records import Mark, Request
 from migrate.rehearse.twin import Twin, TwinClient
 
@@ -177,7 +177,8 @@ class MainRun:
         for problem in problems:
             row.problems.append(Problem(problem.check, problem.subject, problem.detail,
                                         problem.remedy, where))
-            row.findings.append(f"{problem.check}: {problem.subject}: {problem.detail}")
+            row.findings.append(f"{invariant_label(problem.check)}: {problem.subject}:"
+                                f" {problem.detail}")
 
     def _measure(self, row: StageReport, client: TwinClient, first_request: int,
                  began: tuple[float, float]) -> list[Request]:

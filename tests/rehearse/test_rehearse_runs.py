@@ -86,7 +86,8 @@ def test_make_before_break_is_two_announcers_in_the_twin(monkeypatch: pytest.Mon
     assert cutover["invariants"]["I2"] == "failed"
     assert any(ip["twoAnnouncers"] and any(a["metallb"] and a["cilium"] for a in ip["answers"])
                for ip in document["cutover"])
-    assert "Error: not safe: I2 failed in the twin at apply l2-cutover" in result.stderr
+    assert ("Error: not safe: I2 (one announcer) failed in the twin at apply l2-cutover"
+            in result.stderr)
 
 
 def test_no_cilium_agent_where_the_policy_announces_names_the_lease_wait(
