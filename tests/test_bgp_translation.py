@@ -308,18 +308,7 @@ def test_secrets_namespace_comes_from_cilium_config() -> None:
     assert _bgp(translation).peer_configs[0]["spec"]["authSecretRef"] == "md5"
 
 
-# -- the plan leaves BGP to MetalLB ---------------------------------------------------------
-def test_plan_leaves_bgp_to_metallb() -> None:
-    result = run_cli("plan", "--from", str(TESTDATA / "clusters" / "bgp-kinds"), "-o", "json")
-    plan = json.loads(result.stdout)
-    kinds = {a["target"]["kind"] for s in plan["stages"] for a in s["actions"]}
-    assert not {k for k in kinds if k.startswith("CiliumBGP")}
-    assert "BGPPeer" not in kinds and "BGPAdvertisement" not in kinds
-    codes = {f["code"]: f for f in plan["findings"]}
-    assert "later release" in codes["bgp-left-to-metallb"]["message"]
-    assert codes["bgp-left-to-metallb"]["object"] == "IPAddressPool metallb-system/routed"
-
-
+# -- a legacy configuration's peers stay with MetalLB -----------------------------------
 def test_legacy_configmap_with_peers_is_not_deleted(tmp_path: Path) -> None:
     """Its peers (and their passwords) are BGP, which stays with MetalLB: decommission keeps
     the ConfigMap even when no pool is announced over BGP, so no backup holds a password."""

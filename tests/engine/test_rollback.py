@@ -20,6 +20,9 @@ IGNORED_META = ("resourceVersion", "managedFields", "creationTimestamp", "uid", 
 WATCHED = [("", "Service"), ("apps", "Deployment"), ("apps", "DaemonSet"), ("", "ConfigMap"),
            ("metallb.io", "IPAddressPool"), ("metallb.io", "L2Advertisement"),
            ("metallb.io", "BGPAdvertisement"), ("metallb.io", "BGPPeer"),
+           ("metallb.io", "Community"), ("metallb.io", "BFDProfile"), ("", "Node"),
+           ("cilium.io", "CiliumBGPClusterConfig"), ("cilium.io", "CiliumBGPPeerConfig"),
+           ("cilium.io", "CiliumBGPAdvertisement"), ("cilium.io", "CiliumBGPNodeConfig"),
            ("cilium.io", "CiliumLoadBalancerIPPool"), ("cilium.io", "CiliumL2AnnouncementPolicy"),
            ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration")]
 
@@ -67,6 +70,8 @@ def test_rollback_after_stage_restores_the_cluster(cluster_factory: ClusterFacto
     cluster = cluster_factory(scenario)
     before = cluster_objects(cluster)
     plan = make_plan(read_live(cluster.kube))
+    if last >= len(plan.stages):
+        pytest.skip(f"the plan of {scenario} has {len(plan.stages)} stages")
     for stage in plan.stages[: last + 1]:
         apply_stage(cluster.kube, plan, stage.name, options=fast_options())
     cluster.settle(0.1)
