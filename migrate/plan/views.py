@@ -33,6 +33,35 @@ SERVER_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+NESTED_DEFAULTS: dict[str, tuple[tuple[str, Any], ...]] = {
+    # Cilium's BGP CRDs (pkg/k8s/apis/cilium.io/v2/bgp_peer_types.go, bgp_cluster_types.go):
+    # ``[]`` walks every item of a list.
+    "CiliumBGPPeerConfig": (
+        ("ebgpMultihop", 1), ("gracefulRestart.restartTimeSeconds", 120),
+        ("timers.connectRetryTimeSeconds", 120), ("timers.holdTimeSeconds", 90),
+        ("timers.keepAliveTimeSeconds", 30), ("transport.peerPort", 179)),
+    "CiliumBGPClusterConfig": (
+        ("bgpInstances[].peers[].peerASN", 0),
+        ("bgpInstances[].peers[].peerConfigRef.group", "cilium.io"),
+        ("bgpInstances[].peers[].peerConfigRef.kind", "CiliumBGPPeerConfig")),
+}
+"""Defaults the API server fills deeper in a spec, dropped from a view where they hold."""
+
+
+def _drop_default(node: Any, parts: list[str], default: Any) -> None:
+    if not parts or not isinstance(node, dict):
+        return
+    head, rest = parts[0], parts[1:]
+    if head.endswith("[]"):
+        for item in node.get(head[:-2]) or []:
+            _drop_default(item, rest, default)
+    elif not rest:
+        if head in node and node[head] == default:
+            del node[head]
+    else:
+        _drop_default(node.get(head), rest, default)
+
+
 def _meta(obj: Obj) -> Obj:
     metadata = obj.get("metadata") or {}
     annotations = {
@@ -84,9 +113,11 @@ def view(obj: Obj | None) -> Obj | None:
         # A plain-text password never goes into a plan (nor, see backup_object, a backup).
         spec = {**spec, "password": HIDDEN}
     defaults = SERVER_DEFAULTS.get(str(kind), {})
-    return {"metadata": _meta(obj), "spec": {
-        k: copy.deepcopy(v) for k, v in spec.items() if k not in defaults or defaults[k] != v
-    }}
+    out_spec = {k: copy.deepcopy(v) for k, v in spec.items()
+                if k not in defaults or defaults[k] != v}
+    for path, default in NESTED_DEFAULTS.get(str(kind), ()):
+        _drop_default(out_spec, path.split("."), default)
+    return {"metadata": _meta(obj), "spec": out_spec}
 
 
 def creatable(obj: Obj) -> Obj:

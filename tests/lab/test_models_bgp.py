@@ -206,7 +206,7 @@ def test_a_killed_speaker_keeps_its_routes_only_with_graceful_restart(
         update(store, "metallb.io", "BGPPeer", "router", "metallb-system",
                lambda o: o["spec"].update(enableGracefulRestart=graceful_restart))
 
-    store, controllers = lab(edit=restart)
+    _, controllers = lab(edit=restart)
     speaker = next(p for p in controllers.metallb_speaker.running() if p.node == "cp-1")
     speaker.stop(graceful=False)
     controllers.advance(1)
@@ -245,8 +245,9 @@ def test_aggregation_is_metallb_s_and_cilium_s_except_for_local_services() -> No
 def test_metallb_0_15_writes_a_service_bgp_status_per_node_and_removes_it_when_parked() -> None:
     def newer(store: Store) -> None:
         for kind, name in (("DaemonSet", "speaker"), ("Deployment", "controller")):
-            update(store, "apps", kind, name, "metallb-system", lambda o: o["spec"]["template"][
-                "spec"]["containers"][0].update(image=f"quay.io/metallb/{name}:v0.15.2"))
+            update(store, "apps", kind, name, "metallb-system",
+                   lambda o, n=name: o["spec"]["template"]["spec"]["containers"][0].update(
+                       image=f"quay.io/metallb/{n}:v0.15.2"))
 
     store, controllers = lab(edit=newer)
     statuses = store.list("metallb.io", "ServiceBGPStatus")
