@@ -310,12 +310,15 @@ def test_secrets_namespace_comes_from_cilium_config() -> None:
 
 # -- a legacy configuration's peers stay with MetalLB -----------------------------------
 def test_legacy_configmap_with_peers_is_not_deleted(tmp_path: Path) -> None:
-    """Its peers (and their passwords) are BGP, which stays with MetalLB: decommission keeps
-    the ConfigMap even when no pool is announced over BGP, so no backup holds a password."""
+    """Its peers (and their passwords) are BGP, which stays with MetalLB (the hand-over edits
+    BGPPeer objects, which a legacy configuration has none of): decommission keeps the
+    ConfigMap, so no backup holds a password, and the plan says why BGP stays."""
     config = {"peers": [{"peer-address": "10.0.0.1", "peer-asn": 64501, "my-asn": 64500,
                          "password": "only-in-the-configmap"}],
               "address-pools": [{"name": "lan", "protocol": "layer2",
-                                 "addresses": ["192.168.1.240/28"]}]}
+                                 "addresses": ["192.168.1.240/28"]},
+                                {"name": "routed", "protocol": "bgp",
+                                 "addresses": ["192.168.2.0/28"]}]}
     configmap = {"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "config", "namespace": "metallb-system"},
                  "data": {"config": json.dumps(config)}}
@@ -326,6 +329,9 @@ def test_legacy_configmap_with_peers_is_not_deleted(tmp_path: Path) -> None:
     assert ("create", "CiliumL2AnnouncementPolicy") in targets
     assert ("delete", "ConfigMap") not in targets
     assert "only-in-the-configmap" not in result.stdout + result.stderr
+    assert not {s["name"] for s in plan["stages"]} & {"bgp-prepare", "bgp-handover"}
+    codes = {f["code"]: f for f in plan["findings"]}
+    assert "legacy configuration" in codes["bgp-left-to-metallb"]["message"]
 
 
 # -- input MetalLB would refuse -------------------------------------------------------------

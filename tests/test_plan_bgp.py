@@ -171,21 +171,6 @@ def test_native_mode_warns_that_the_peer_edit_resets_sessions() -> None:
     assert "bgp-prepare-native-reset" in {f.code for f in plan.findings}
 
 
-def test_legacy_peers_leave_bgp_to_metallb_with_the_reason(tmp_path: Path) -> None:
-    config = {"peers": [{"peer-address": "10.0.0.1", "peer-asn": 64501, "my-asn": 64500}],
-              "address-pools": [{"name": "routed", "protocol": "bgp",
-                                 "addresses": ["192.168.2.0/28"]}]}
-    configmap = {"apiVersion": "v1", "kind": "ConfigMap",
-                 "metadata": {"name": "config", "namespace": "metallb-system"},
-                 "data": {"config": json.dumps(config)}}
-    (tmp_path / "in.yaml").write_text(json.dumps(configmap))
-    result = run_cli("plan", "--from", str(tmp_path / "in.yaml"), "-o", "json")
-    plan = json.loads(result.stdout)
-    assert not {s["name"] for s in plan["stages"]} & {"bgp-prepare", "bgp-handover"}
-    codes = {f["code"]: f for f in plan["findings"]}
-    assert "legacy configuration" in codes["bgp-left-to-metallb"]["message"]
-
-
 def test_plan_cli_takes_the_batch_size() -> None:
     result = run_cli("plan", "--from", str(SCENARIO), "--bgp-batch", "2", "-o", "json")
     assert result.exit_code == 0, result.stderr

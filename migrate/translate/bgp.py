@@ -928,14 +928,18 @@ class _BGPTranslator:
         self.finding(
             Severity.WARNING, "bgp-handover-label", f"CiliumBGPClusterConfig {names[0]}",
             "spec.nodeSelector",
-            f"{subject} only nodes labelled {label} (on their CiliumNode, whose labels"
-            " Cilium's operator matches): no node peers through Cilium until it is labelled."
-            " A router keeps one session per neighbour address: MetalLB's speaker and"
-            " Cilium cannot both peer from one node, and switching every node at once"
-            " withdraws every prefix until Cilium's sessions come up. Move one node at a time:"
-            " stop MetalLB's speaker there, label its CiliumNode, and wait for its sessions"
-            " (kubectl get ciliumbgpnodeconfig NODE -o yaml) before the next. Once MetalLB is"
-            " gone, the label requirement may be dropped.")
+            f"{subject} only nodes labelled {label} (Cilium's operator matches CiliumNode"
+            " labels, which Cilium's agent copies from the Node, cilium/cilium#18609: label the"
+            " Node): no node peers through Cilium until it is labelled. A router keeps one"
+            " session per neighbour address: MetalLB's speaker and Cilium cannot both peer"
+            " from one node, and switching every node at once withdraws every prefix until"
+            " Cilium's sessions come up. migrate plan moves one node at a time (stages"
+            " bgp-prepare and bgp-handover); by hand: make MetalLB's BGPPeers require the"
+            f" label {out.handover_label} absent, then per node label it"
+            f" {out.handover_label}=none, wait for MetalLB's sessions there to close, label it"
+            f" {label}, and wait for its sessions (kubectl get ciliumbgpnodeconfig NODE -o"
+            " yaml) before the next. Once MetalLB is gone, the label requirement may be"
+            " dropped.")
 
 
 
