@@ -214,3 +214,44 @@ def test_the_lab_s_bgp_view_is_plain_data(virtual_cluster_factory: ClusterFactor
     } for s in sessions])
     assert "lab-md5-secret" not in dumped
     assert "203.0.113.1/32" in dumped and "64512:100" in dumped
+
+
+def test_batches_keep_the_local_service_routed(virtual_cluster_factory: ClusterFactory) -> None:
+    cluster = virtual_cluster_factory(SCENARIO, seed=8)
+    cluster.settle(30)
+    plan = make_plan(read_live(cluster.kube), bgp_batch=2)
+    # web/api's only next hops are worker-1 and worker-2: they never hand over together.
+    assert plan.context["bgp"]["batches"] == [["cp-1", "worker-1"], ["worker-2"]]
+    apply_all(cluster, plan)
+    cluster.settle(30)
+    assert_always_routed(cluster)
+    assert speakers(cluster) == {(n, "cilium", "established") for n in NODES}
+    rollback(cluster.kube, plan, options=cluster.options())
+    cluster.settle(30)
+    assert_always_routed(cluster)
+
+
+def test_a_local_service_on_one_node_is_unrouted_only_while_that_node_hands_over(
+        virtual_cluster_factory: ClusterFactory, tmp_path: Path) -> None:
+    """What the plan's bgp-single-next-hop WARNING says, on the wire's side: a router keeps one
+    session per neighbour address, so the Service's only node has a gap of its own."""
+    scenario = tmp_path / "bgp-kinds-one-endpoint"
+    shutil.copytree(CLUSTERS / SCENARIO, scenario)
+    services = scenario / "services.yaml"
+    docs = list(yaml.safe_load_all(services.read_text()))
+    for doc in docs:
+        if doc["kind"] == "EndpointSlice":
+            doc["endpoints"] = doc["endpoints"][:1]  # worker-1 only
+    services.write_text(yaml.safe_dump_all(docs))
+    cluster, plan = start(virtual_cluster_factory, scenario, seed=9)
+    assert {f.obj for f in plan.findings if f.code == "bgp-single-next-hop"} == {
+        "Service web/api"}
+    began = cluster.controllers.now()
+    apply_all(cluster, plan)
+    cluster.settle(30)
+    record = cluster.controllers.bgp_record
+    assert record.collisions == []
+    gaps = [s for s in record.no_next_hop() if s.start >= began]
+    assert {s.prefix for s in gaps} == {"203.0.113.2/32"}  # web/api alone, once
+    assert len(gaps) == 1 and 0 < gaps[0].length(cluster.controllers.now()) < 30
+    assert not [s for s in record.no_next_hop("203.0.113.1/32")]
