@@ -496,3 +496,13 @@ def test_a_long_pool_name_is_selected_by_its_label_safe_value_over_bgp() -> None
         assert pool_terms and pool_terms[0]["values"] == [value], selector
     for pin in translation.pins:
         assert pin.labels["lbmigrate.io/pool"] == value
+
+
+def test_a_local_service_is_advertised_from_its_endpoint_nodes_only() -> None:
+    """externalTrafficPolicy Local: MetalLB and Cilium advertise it only from the nodes with a
+    local endpoint, which the hand-over's order and waits depend on."""
+    translation = translate(read_snapshot([str(TESTDATA / "clusters" / "bgp-kinds")]))
+    assert translation.bgp is not None
+    nodes = {s.key: s.nodes for s in translation.bgp.services}
+    assert nodes == {"web/api": ("worker-1", "worker-2"),
+                     "web/public": ("cp-1", "worker-1", "worker-2")}

@@ -48,6 +48,7 @@ from migrate.model.selectors import matches
 from migrate.plan.model import Action, Obj, Stage, Target, merge_patch
 from migrate.plan.views import creatable, view
 from migrate.preflight.inventory import find_metallb, version_text
+from migrate.translate.bgp import endpoint_nodes
 from migrate.translate.translator import selection_labels
 
 if TYPE_CHECKING:
@@ -133,25 +134,9 @@ class BGPStages:
     # ----------------------------------------------------------------- inputs
 
     def _local_endpoint_nodes(self) -> dict[str, set[str] | None]:
-        """Service -> the nodes with a ready, non-terminating endpoint (None: the input holds
-        no EndpointSlice of it)."""
-        out: dict[str, set[str] | None] = {}
-        for body in self.snapshot.find("discovery.k8s.io/", "EndpointSlice"):
-            metadata = body.get("metadata") or {}
-            owner = (metadata.get("labels") or {}).get("kubernetes.io/service-name")
-            if not owner:
-                continue
-            key = f"{metadata.get('namespace')}/{owner}"
-            nodes = out.get(key) or set()
-            for endpoint in body.get("endpoints") or []:
-                conditions = endpoint.get("conditions") or {}
-                if conditions.get("terminating") or (
-                        conditions.get("ready") is False and not conditions.get("serving")):
-                    continue
-                if endpoint.get("nodeName"):
-                    nodes.add(str(endpoint["nodeName"]))
-            out[key] = nodes
-        return out
+        """Service -> the nodes with a ready endpoint (absent: the input holds no
+        EndpointSlice of it)."""
+        return dict(endpoint_nodes(self.snapshot))
 
     def _metallb_nodes(self) -> list[Node]:
         """The nodes MetalLB's speakers peer from today (any BGPPeer selects them)."""
@@ -223,10 +208,11 @@ class BGPStages:
         return out
 
     def next_hops(self) -> dict[str, tuple[list[str], list[str]]]:
-        """Service -> (its prefixes, the nodes that advertise them today)."""
+        """Service -> (its prefixes, the nodes that advertise them today: the translation
+        keeps only the endpoint nodes of a Local Service whose endpoints the input shows)."""
         out = {}
         for service in self.bgp.services:
-            nodes = [n for n in (service.nodes or ()) if self._advertises(service, n)]
+            nodes = list(service.nodes or ())
             prefixes = sorted(self._prefixes(service, service.advertisements))
             out[service.key] = (prefixes, sorted(nodes))
         return out
