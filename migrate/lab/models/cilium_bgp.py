@@ -337,6 +337,8 @@ class AgentBGP:
             old = event.old  # type: ignore[attr-defined]
             if old is not None and labels_of(old) != labels_of(obj):
                 self.sync_node_labels(obj)
+        if not self.enabled:
+            return gk in AGENT_KINDS  # the BGP control plane is off: nothing to reconcile
         if gk in AGENT_KINDS:
             if gk != (GROUP, NODE_CONFIG) or name_of(obj) == self.node:
                 self.reconcile()

@@ -272,6 +272,9 @@ class SpeakerBGP:
 
     def service(self, key: str, svc: Obj | None) -> None:
         """A Service changed: advertise it as ShouldAnnounce says (or withdraw it)."""
+        config = self.speaker.config
+        if key not in self.svc_ads and (config is None or not config.bgp_advertisements):
+            return  # no BGPAdvertisement: nothing to advertise, nothing advertised
         ads = self.should_announce(svc)
         if (self.svc_ads.get(key) or []) == ads:
             return

@@ -458,7 +458,8 @@ class MetalLBSpeakers(Component):
     kind = METALLB_SPEAKER
     watched = (("", "Namespace"), ("", "Node"), ("", "Service"), ("", "Endpoints"),
                ("discovery.k8s.io", "EndpointSlice"), ("", "ConfigMap"), ("", "Secret"),
-               (METALLB_GROUP, STATUS_KIND), *((METALLB_GROUP, k) for k in CONFIG_KINDS))
+               (METALLB_GROUP, STATUS_KIND), (METALLB_GROUP, "ServiceBGPStatus"),
+               *((METALLB_GROUP, k) for k in CONFIG_KINDS))
 
     def __init__(self, runtime: Runtime, *, namespace: str = DEFAULT_NAMESPACE,
                  lb_class: str | None = None, enabled: bool = True) -> None:
