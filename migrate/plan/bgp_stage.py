@@ -432,6 +432,14 @@ class BGPStages:
 
     # ----------------------------------------------------------------- decommission
 
+    def last_step(self) -> str:
+        """What is left to do by hand for BGP once MetalLB is uninstalled."""
+        names = ", ".join(c["metadata"]["name"] for c in self.bgp.cluster_configs)
+        return (f" Then drop {self.label}={self.cilium_value} from the nodeSelector of the"
+                f" CiliumBGPClusterConfig(s) {names} (Cilium keeps its sessions: every node"
+                " already has the label), or label every Node that joins later: until then a"
+                " new Node peers through nobody.")
+
     def decommission_actions(self) -> list[Action]:
         """Delete MetalLB's BGP objects: advertisements, peers, communities. A BGPPeer with a
         plain-text password stays (its backup would have to hold the password; it peers from

@@ -784,7 +784,7 @@ class _Builder:
         self.context["manualLastStep"] = (
             "Uninstall the MetalLB release (helm uninstall, or delete its manifests) and remove"
             " it from Git; keep its CRDs until no metallb.io object is left."
-        )
+        ) + (self.bgp.last_step() if self.bgp is not None else "")
         return Stage(
             5, "decommission", "Remove what is left of MetalLB",
             "MetalLB's pools are deleted while its controller is still stopped: a running"

@@ -255,3 +255,24 @@ def test_a_local_service_on_one_node_is_unrouted_only_while_that_node_hands_over
     assert {s.prefix for s in gaps} == {"203.0.113.2/32"}  # web/api alone, once
     assert len(gaps) == 1 and 0 < gaps[0].length(cluster.controllers.now()) < 30
     assert not [s for s in record.no_next_hop("203.0.113.1/32")]
+
+
+def test_dropping_the_handover_label_after_the_migration_keeps_the_sessions(
+        virtual_cluster_factory: ClusterFactory) -> None:
+    """The manual last step: the ClusterConfig no longer needs the label; Cilium's operator
+    writes the same CiliumBGPNodeConfigs, so no session resets."""
+    cluster, plan = start(virtual_cluster_factory, seed=6)
+    apply_all(cluster, plan)
+    cluster.settle(20)
+    assert "lbmigrate.io/bgp-speaker=cilium from the nodeSelector" in plan.context[
+        "manualLastStep"]
+    changes = len(cluster.controllers.bgp_record.changes)
+    config = cluster.store.get("cilium.io", "CiliumBGPClusterConfig", "lbmigrate-bgp")
+    config["spec"]["nodeSelector"]["matchLabels"].pop("lbmigrate.io/bgp-speaker")
+    if not config["spec"]["nodeSelector"]["matchLabels"]:
+        config["spec"]["nodeSelector"].pop("matchLabels")
+    config["metadata"].pop("resourceVersion")
+    cluster.store.update(config)
+    cluster.settle(30)
+    assert len(cluster.controllers.bgp_record.changes) == changes
+    assert speakers(cluster) == {(n, "cilium", "established") for n in NODES}
