@@ -189,3 +189,21 @@ def test_bgp_stages_match_the_golden() -> None:
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text()
+
+
+def test_the_bgppeer_bgp_prepare_writes_validates_against_metallb_s_crd(
+        shared_dir: Path) -> None:
+    import jsonschema
+
+    from migrate.plan.model import merge_patch
+
+    crd = shared_dir / "crds" / "metallb" / "bgppeers.metallb.io.yaml"
+    schema = next(v["schema"]["openAPIV3Schema"]
+                  for doc in yaml.safe_load_all(crd.read_text()) if doc
+                  for v in doc["spec"]["versions"] if v["name"] == "v1beta2")
+    plan = make_plan(read_snapshot([str(SCENARIO)]))
+    for action in plan.stage("bgp-prepare").actions:
+        body = find(documents(), "BGPPeer", action.target.name)
+        written = merge_patch(body, action.patch)
+        written["apiVersion"] = action.target.api_version
+        jsonschema.validate(written, schema)
