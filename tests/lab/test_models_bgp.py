@@ -178,6 +178,9 @@ def test_two_speakers_from_one_node_address_collide_at_the_router() -> None:
     assert (collision.router, collision.source_address, collision.node, collision.held_by,
             collision.refused) == (ROUTER, "10.77.0.22", "worker-2", "metallb", "cilium")
     assert ("worker-2", "cilium", "active") in states(controllers)
+    refused = next(s for s in controllers.bgp_sessions() if s.stack == "cilium")
+    assert refused.advertised == () and {r.prefix for r in refused.routes} == {
+        "203.0.113.1/32", "203.0.113.2/32"}  # what it would send, once up
     status = store.get("cilium.io", "CiliumBGPNodeConfig", "worker-2")["status"]
     assert status["bgpInstances"][0]["peers"][0]["peeringState"] == "active"
 

@@ -118,6 +118,9 @@ class BGPSession:
     """What the speaker sends this peer now (empty unless Established)."""
     instance: str = ""
     """Cilium's BGP instance name (empty for MetalLB)."""
+    routes: tuple[BGPRoute, ...] = ()
+    """What the speaker is configured to send this peer, whatever the session's state (what a
+    real daemon standing in for it would be given)."""
 
     @property
     def established(self) -> bool:
@@ -606,7 +609,7 @@ class BGPFabric:
                 graceful_restart=spec.graceful_restart, state=session.state,
                 established_since=session.since if session.state == ESTABLISHED else None,
                 advertised=session.routes if session.state == ESTABLISHED else (),
-                instance=spec.instance,
+                instance=spec.instance, routes=session.routes,
             ))
         return out
 
