@@ -17,7 +17,9 @@ How each side is switched on one node only, through one Node label (``mappings/b
   into an unchanged FRR configuration (``internal/bgp/frr/config.go`` ``debouncer``). Labelling
   a Node afterwards makes only that node's speaker close its sessions (``SetNode`` ->
   ``syncPeers``: "filteredByNodeSelector"). Changing the speaker DaemonSet instead would
-  restart every speaker pod, each withdrawing its routes.
+  restart every speaker pod, each withdrawing its routes; the label
+  ``node.kubernetes.io/exclude-from-external-load-balancers`` would withdraw the node's routes
+  but keep its sessions up (``ShouldAnnounce`` only), so Cilium's would still collide.
   The edit needs MetalLB's validating webhook, which its controller serves: so it is a stage of
   its own before ``freeze-metallb``, while the webhook answers (and validates the edit), and
   its undo runs after ``freeze-metallb``'s, when the controller is back. No webhook bypass is
