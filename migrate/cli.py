@@ -267,6 +267,10 @@ def preflight(
               help="With --arp: follow the wire for SECONDS, a line per change (run it while"
                    " another terminal applies l2-cutover); exits 4 if an IP ever had two"
                    " MACs or is silent at the end.")
+@click.option("--bgp", is_flag=True,
+              help="With --plan: check the BGP hand-over too (each node's Cilium sessions"
+                   " Established with their routes, every BGP Service advertised, no MetalLB"
+                   " ServiceBGPStatus left).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
               show_default=True, help="Output format.")
 def verify(
@@ -283,6 +287,7 @@ def verify(
     timeout: float,
     cilium_namespace: str | None,
     watch_seconds: float | None,
+    bgp: bool,
     output: str,
 ) -> None:
     """Check the migration: API objects, ARP on the wire (one MAC per IP), a forced failover.
@@ -293,7 +298,10 @@ def verify(
     Service has a lease held by an eligible node and no MetalLB L2Advertisement is left for
     it. With --arp --interface IF: each IP (the plan's IPv4 ones, or --ip) answered by exactly
     one MAC, that of the lease holder (after cutover) or of MetalLB's announcing node
-    (before). Exits 4 when anything fails.
+    (before). With --bgp: each node handed over has its Cilium BGP sessions Established with
+    their routes advertised, no other node has a Cilium BGP configuration, and after
+    bgp-handover every BGP Service is advertised and no ServiceBGPStatus is left. Exits 4
+    when anything fails.
     """
     from migrate.verify import run_verify
     from migrate.verify.arp import node_pairs
@@ -314,6 +322,8 @@ def verify(
                                f" {failover_service}'s lease: confirm with --yes")
     if watch_seconds is not None and (not arp or failover_service):
         raise click.UsageError("--watch needs --arp --interface IF, and no --failover")
+    if bgp and not plan_path:
+        raise click.UsageError("--bgp needs --plan FILE")
     given_macs = node_pairs(node_macs, "MAC")
     loaded = None
     if plan_path:
@@ -330,7 +340,7 @@ def verify(
         kube, loaded, interface=interface if arp else None, ip_specs=ip_specs,
         node_macs=given_macs, failover=failover_service, timeout=timeout,
         cilium_namespace=cilium_namespace, state_namespace=state_namespace,
-        on_event=lambda message: click.echo(f"  {message}", err=True))
+        on_event=lambda message: click.echo(f"  {message}", err=True), bgp=bgp)
     if output == "json":
         import json
 
@@ -362,10 +372,13 @@ def verify(
 @click.option("--canary", metavar="POOL", default=None,
               help="Hand this MetalLB pool's ARP answers to Cilium first, in a stage of its own"
                    " (l2-canary) before l2-cutover.")
+@click.option("--bgp-batch", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="How many nodes bgp-handover moves from MetalLB's BGP to Cilium's at once"
+                   " (never all the next hops of a prefix in one batch).")
 def plan(from_paths: tuple[str, ...], kubeconfig: str | None, kube_context: str | None,
          state_namespace: str, out_path: str | None, output: str, detailed_exitcode: bool,
          cilium_version: str | None, metallb_namespace: str | None,
-         cilium_namespace: str, canary: str | None) -> None:
+         cilium_namespace: str, canary: str | None, bgp_batch: int) -> None:
     """Show the staged migration plan, with a diff of every object each stage touches."""
     from migrate.plan.api import make_plan, save_plan
     from migrate.render import plan_document, plan_text
@@ -385,7 +398,7 @@ def plan(from_paths: tuple[str, ...], kubeconfig: str | None, kube_context: str 
     if not snapshot.has_metallb:
         raise NothingToMigrateError("nothing MetalLB-related found: there is nothing to migrate")
     result = make_plan(snapshot, cilium=cilium_version, cilium_namespace=cilium_namespace,
-                       canary=canary)
+                       canary=canary, bgp_batch=bgp_batch)
     if out_path:
         save_plan(result, out_path)
     if output == "table":

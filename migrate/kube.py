@@ -83,6 +83,17 @@ _KINDS = [
     Resource("cilium.io/v2alpha1", "CiliumL2AnnouncementPolicy",
              "ciliuml2announcementpolicies", False),
     Resource("cilium.io/v2", "CiliumNode", "ciliumnodes", False),
+    # Cilium's BGP control plane (cilium.io/v2 from 1.18, v2alpha1 before).
+    *(Resource(f"cilium.io/{version}", kind, plural, False)
+      for version in ("v2", "v2alpha1")
+      for kind, plural in (("CiliumBGPClusterConfig", "ciliumbgpclusterconfigs"),
+                           ("CiliumBGPPeerConfig", "ciliumbgppeerconfigs"),
+                           ("CiliumBGPAdvertisement", "ciliumbgpadvertisements"),
+                           ("CiliumBGPNodeConfigOverride", "ciliumbgpnodeconfigoverrides"),
+                           ("CiliumBGPNodeConfig", "ciliumbgpnodeconfigs"))),
+    Resource("metallb.io/v1beta1", "ServiceBGPStatus", "servicebgpstatuses", True),
+    Resource("v1", "Secret", "secrets", True),
+    Resource("frrk8s.metallb.io/v1beta1", "BGPSessionState", "bgpsessionstates", True),
     # GitOps owners preflight looks for (read when their CRDs are installed).
     Resource("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "kustomizations", True),
     Resource("helm.toolkit.fluxcd.io/v2", "HelmRelease", "helmreleases", True),

@@ -308,25 +308,17 @@ def test_secrets_namespace_comes_from_cilium_config() -> None:
     assert _bgp(translation).peer_configs[0]["spec"]["authSecretRef"] == "md5"
 
 
-# -- the plan leaves BGP to MetalLB ---------------------------------------------------------
-def test_plan_leaves_bgp_to_metallb() -> None:
-    result = run_cli("plan", "--from", str(TESTDATA / "clusters" / "bgp-kinds"), "-o", "json")
-    plan = json.loads(result.stdout)
-    kinds = {a["target"]["kind"] for s in plan["stages"] for a in s["actions"]}
-    assert not {k for k in kinds if k.startswith("CiliumBGP")}
-    assert "BGPPeer" not in kinds and "BGPAdvertisement" not in kinds
-    codes = {f["code"]: f for f in plan["findings"]}
-    assert "later release" in codes["bgp-left-to-metallb"]["message"]
-    assert codes["bgp-left-to-metallb"]["object"] == "IPAddressPool metallb-system/routed"
-
-
+# -- a legacy configuration's peers stay with MetalLB -----------------------------------
 def test_legacy_configmap_with_peers_is_not_deleted(tmp_path: Path) -> None:
-    """Its peers (and their passwords) are BGP, which stays with MetalLB: decommission keeps
-    the ConfigMap even when no pool is announced over BGP, so no backup holds a password."""
+    """Its peers (and their passwords) are BGP, which stays with MetalLB (the hand-over edits
+    BGPPeer objects, which a legacy configuration has none of): decommission keeps the
+    ConfigMap, so no backup holds a password, and the plan says why BGP stays."""
     config = {"peers": [{"peer-address": "10.0.0.1", "peer-asn": 64501, "my-asn": 64500,
                          "password": "only-in-the-configmap"}],
               "address-pools": [{"name": "lan", "protocol": "layer2",
-                                 "addresses": ["192.168.1.240/28"]}]}
+                                 "addresses": ["192.168.1.240/28"]},
+                                {"name": "routed", "protocol": "bgp",
+                                 "addresses": ["192.168.2.0/28"]}]}
     configmap = {"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "config", "namespace": "metallb-system"},
                  "data": {"config": json.dumps(config)}}
@@ -337,6 +329,9 @@ def test_legacy_configmap_with_peers_is_not_deleted(tmp_path: Path) -> None:
     assert ("create", "CiliumL2AnnouncementPolicy") in targets
     assert ("delete", "ConfigMap") not in targets
     assert "only-in-the-configmap" not in result.stdout + result.stderr
+    assert not {s["name"] for s in plan["stages"]} & {"bgp-prepare", "bgp-handover"}
+    codes = {f["code"]: f for f in plan["findings"]}
+    assert "legacy configuration" in codes["bgp-left-to-metallb"]["message"]
 
 
 # -- input MetalLB would refuse -------------------------------------------------------------
@@ -505,3 +500,13 @@ def test_a_long_pool_name_is_selected_by_its_label_safe_value_over_bgp() -> None
         assert pool_terms and pool_terms[0]["values"] == [value], selector
     for pin in translation.pins:
         assert pin.labels["lbmigrate.io/pool"] == value
+
+
+def test_a_local_service_is_advertised_from_its_endpoint_nodes_only() -> None:
+    """externalTrafficPolicy Local: MetalLB and Cilium advertise it only from the nodes with a
+    local endpoint, which the hand-over's order and waits depend on."""
+    translation = translate(read_snapshot([str(TESTDATA / "clusters" / "bgp-kinds")]))
+    assert translation.bgp is not None
+    nodes = {s.key: s.nodes for s in translation.bgp.services}
+    assert nodes == {"web/api": ("worker-1", "worker-2"),
+                     "web/public": ("cp-1", "worker-1", "worker-2")}

@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from migrate.apply.bgp_handover import WAIT_KINDS as BGP_WAIT_KINDS
+from migrate.apply.bgp_handover import wait_check as bgp_wait_check
 from migrate.apply.lock import held_lock
 from migrate.apply.state import (
     MigrationState,
@@ -36,7 +38,7 @@ from migrate.apply.waits import (
 from migrate.errors import BlockedError, MigrateError
 from migrate.kube import Kube
 from migrate.plan.model import Action, Plan, Stage, Target
-from migrate.plan.views import ingress_ips, view
+from migrate.plan.views import backup_object, ingress_ips, view
 
 Obj = dict[str, Any]
 DEFAULT_STATE_NAMESPACE = "kube-system"
@@ -113,9 +115,16 @@ def stale_objects(kube: Kube, plan: Plan, stage: Stage, *, resuming: bool,
     problems.extend(ip_violations(expected, current))
     known = set(plan.context.get("services") or expected)
     for key in sorted(set(current) - known):
-        if current[key] or stage.number <= 3:
+        if current[key] or stage.number <= _ipam_stage_number(plan):
             problems.append(f"Service {key} appeared after planning")
     seen: set[str] = set()
+    # What a resumed stage may find: the result of any of its actions on a target (a Node the
+    # BGP hand-over labels twice may be at either step).
+    results: dict[str, list[Obj | None]] = {}
+    for action in stage.actions:
+        if action.verb != "wait":
+            results.setdefault(action.target.key, []).append(
+                None if action.verb == "delete" else action.after)
     for action in stage.actions:
         key = action.target.key
         if action.verb == "wait" or key in seen:
@@ -128,10 +137,15 @@ def stale_objects(kube: Kube, plan: Plan, stage: Stage, *, resuming: bool,
             continue
         if now == action.before:
             continue
-        if resuming and now == (None if action.verb == "delete" else action.after):
+        if resuming and now in results[key]:
             continue
         problems.append(f"{key} changed since the plan was made")
     return problems
+
+
+def _ipam_stage_number(plan: Plan) -> int:
+    """The number of ipam-handover (until LB-IPAM owns the IPs, a new Service is a risk)."""
+    return next((s.number for s in plan.stages if s.name == "ipam-handover"), 3)
 
 
 def _backup_payload(stage: Stage, current: dict[str, Obj | None]) -> Obj:
@@ -141,7 +155,8 @@ def _backup_payload(stage: Stage, current: dict[str, Obj | None]) -> Obj:
         if action.verb == "wait" or action.target.key in seen:
             continue
         seen.add(action.target.key)
-        objects.append({"target": action.target.to_dict(), "object": current[action.target.key]})
+        objects.append({"target": action.target.to_dict(),
+                        "object": backup_object(current[action.target.key])})
     return {"stage": stage.name, "takenAt": now_rfc3339(), "objects": objects}
 
 
@@ -172,6 +187,8 @@ def run_action(kube: Kube, plan: Plan, action: Action, *, dry_run: bool,
             services = list(spec.get("services") or [])
             check = metallb_released_check(kube, plan, services,
                                            settle=float(spec.get("settle") or 0), options=waits)
+        elif kind in BGP_WAIT_KINDS:
+            check = bgp_wait_check(kube, plan, spec, waits)
         else:
             raise BlockedError(f"the plan has a wait this version does not know: {kind}")
         wait_until(check, action.description, timeout, waits, reporter)

@@ -17,7 +17,9 @@ The three traps of design §2, and how each undo avoids them:
 
 Undo of ``l2-cutover`` (and of ``l2-canary``, its first part for one pool) deletes Cilium's
 policies before recreating the L2Advertisements: break before make again, so there are never two
-announcers (I2).
+announcers (I2). Undo of ``bgp-handover`` goes back node by node, Cilium stopping before MetalLB
+peers again, and undo of ``bgp-prepare`` restores the BGPPeers' node selectors once MetalLB's
+controller (and its webhook) runs again (``migrate/apply/bgp_handover.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from migrate.apply.bgp_handover import undo_handover, undo_prepare
 from migrate.apply.executor import ApplyOptions
 from migrate.apply.lock import held_lock
 from migrate.apply.state import (
@@ -247,6 +250,10 @@ class _Undo:
             for target, original in objects:
                 if target.kind == "DaemonSet" and original is not None:
                     self.restore_node_selector(target, original)
+        elif name == "bgp-prepare":
+            undo_prepare(self, backup)
+        elif name == "bgp-handover":
+            undo_handover(self, backup)
         elif name == "decommission":
             metallb = [(t, o) for t, o in objects
                        if t.group_is_metallb and o is not None]

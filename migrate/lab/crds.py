@@ -375,7 +375,7 @@ def default_crds(cilium_version: tuple[int, ...] | None = None) -> list[Obj]:
 
 CILIUM_V2_SINCE_1_18 = ("CiliumLoadBalancerIPPool", "CiliumBGPClusterConfig",
                         "CiliumBGPPeerConfig", "CiliumBGPAdvertisement",
-                        "CiliumBGPNodeConfigOverride")
+                        "CiliumBGPNodeConfigOverride", "CiliumBGPNodeConfig")
 """Cilium kinds served as ``cilium.io/v2`` (the storage version) from 1.18 on (PR #39090 for
 the pools), ``v2alpha1`` only before."""
 
@@ -533,6 +533,10 @@ def builtin_crds() -> list[Obj]:
          ["cbgpadvert"]),
         ("CiliumBGPNodeConfigOverride", "ciliumbgpnodeconfigoverrides", ["v2alpha1", "v2"],
          "v2", _OPEN, ["cbgpnodeoverride"]),
+        # Written by Cilium's operator, one per node (pkg/k8s/apis/cilium.io/v2/bgp_node_types.go;
+        # status subresource: the agent's session state).
+        ("CiliumBGPNodeConfig", "ciliumbgpnodeconfigs", ["v2alpha1", "v2"], "v2", _OPEN,
+         ["cbgpnode"]),
         ("CiliumNode", "ciliumnodes", ["v2"], "v2", _OPEN, ["cn", "ciliumn"]),
     ]
     out = [

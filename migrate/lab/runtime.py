@@ -64,7 +64,13 @@ class Timing:
     process running (image pull, container start, informer sync). ``exit``: when a Terminating
     pod's process exits, as a fraction of its ``terminationGracePeriodSeconds``. ``datapath``:
     from a decision to announce (or stop) to the wire answering accordingly. ``lease_jitter``:
-    client-go's ``JitterFactor`` on lease acquisition retries (1.2 upstream). ``scale``
+    client-go's ``JitterFactor`` on lease acquisition retries (1.2 upstream). ``bgp_connect``:
+    from a BGP session being configured to the outcome of its connection attempt (TCP, OPEN,
+    KEEPALIVE: RFC 4271 §8). ``frr_reload``: MetalLB's FRR modes apply a changed configuration
+    after a debounce (``--bgp-debounce-timeout``, 3 s by default, speaker/main.go) and
+    frr-reload.py. ``bgp_status``: how often a Cilium agent writes its CiliumBGPNodeConfig
+    status (``CRDStatusUpdateInterval``, 5 s with jitter,
+    pkg/bgpv1/manager/reconcilerv2/crd_status.go). ``scale``
     multiplies every modelled duration (``serve --time-scale``), lease periods and grace
     periods included; what the objects say stays unscaled (a Lease keeps the
     ``leaseDurationSeconds`` cilium-config gives, a Terminating pod its
@@ -77,6 +83,9 @@ class Timing:
     exit: Delay = ZERO
     datapath: Delay = ZERO
     lease_jitter: float = 0.0
+    bgp_connect: Delay = ZERO
+    frr_reload: Delay = ZERO
+    bgp_status: Delay = ZERO
     replace_deleted_pods: bool = False
     """Whether a pod deleted through the API is replaced by its DaemonSet/ReplicaSet (a
     real cluster always does; the instant lab did not, and tests of a missing agent rely on
@@ -116,6 +125,9 @@ class Timing:
             exit=Delay(0.05, 1.0),
             datapath=Delay(0.01, 0.2),
             lease_jitter=1.2,
+            bgp_connect=Delay(0.2, 1.5),
+            frr_reload=Delay(3.2, 5.0),
+            bgp_status=Delay(4.5, 5.5),
             replace_deleted_pods=True,
         )
 

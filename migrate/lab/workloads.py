@@ -405,15 +405,16 @@ class PodController:
 
     def _collect_owned(self, uid: str) -> None:
         """The garbage collector: objects owned by a deleted pod go too (the speakers'
-        ServiceL2Status objects)."""
-        for obj in self.runtime.master.list("metallb.io", "ServiceL2Status"):
-            owners = _meta(obj).get("ownerReferences") or []
-            if any(isinstance(o, dict) and o.get("uid") == uid for o in owners):
-                namespace, name = _key(obj)
-                self._api("DELETE", "servicel2statuses", name)
-                with contextlib.suppress(ApiError):
-                    self.runtime.store.delete("metallb.io", "ServiceL2Status", name, namespace,
-                                              manager="generic-garbage-collector")
+        ServiceL2Status and ServiceBGPStatus objects)."""
+        for kind in ("ServiceL2Status", "ServiceBGPStatus"):
+            for obj in self.runtime.master.list("metallb.io", kind):
+                owners = _meta(obj).get("ownerReferences") or []
+                if any(isinstance(o, dict) and o.get("uid") == uid for o in owners):
+                    namespace, name = _key(obj)
+                    self._api("DELETE", f"{kind.lower()}es", name)
+                    with contextlib.suppress(ApiError):
+                        self.runtime.store.delete("metallb.io", kind, name, namespace,
+                                                  manager="generic-garbage-collector")
 
     # ----------------------------------------------------------------- reconcile
 

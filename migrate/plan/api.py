@@ -83,15 +83,15 @@ def preflight_findings(snapshot: ClusterSnapshot, cilium: str | None) -> list[Fi
 
 def make_plan(snapshot: ClusterSnapshot, *, cilium: str | None = None,
               cilium_namespace: str = "kube-system", preflight: bool = True,
-              canary: str | None = None) -> Plan:
+              canary: str | None = None, bgp_batch: int = 1) -> Plan:
     """Translate a snapshot and lay out the staged plan (Cilium version: given, else detected;
-    ``canary``: a MetalLB pool whose announcements move to Cilium first, in stage l2-canary)."""
+    ``canary``: a MetalLB pool whose announcements move to Cilium first, in stage l2-canary;
+    ``bgp_batch``: how many nodes bgp-handover moves at once)."""
     version = cilium or cilium_version_of(snapshot, cilium_namespace)
-    # BGP stays with MetalLB in the plan (no hand-over stages yet): bgp=False [C3].
-    translation = translate(snapshot, cilium=version, bgp=False)
+    translation = translate(snapshot, cilium=version, bgp=True)
     extra = preflight_findings(snapshot, version) if preflight else []
     return build_plan(snapshot, translation, cilium_namespace=cilium_namespace,
-                      extra_findings=extra, canary=canary)
+                      extra_findings=extra, canary=canary, bgp_batch=bgp_batch)
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:

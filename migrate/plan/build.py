@@ -11,6 +11,7 @@ from migrate.model.addresses import AddressRange, cilium_allocatable
 from migrate.model.findings import Finding, Severity, sort_findings
 from migrate.model.kube import METALLB_PREFIXES, Service
 from migrate.model.metallb import L2Advertisement
+from migrate.plan.bgp_stage import BGPStages, bgp_left_to_metallb, handover_blocker
 from migrate.plan.model import Action, Obj, Plan, Stage, Target, canonical_digest
 from migrate.plan.views import IGNORED_ANNOTATIONS, creatable, view
 from migrate.preflight.inventory import (
@@ -226,6 +227,22 @@ class _Builder:
         self.canary_policies: set[str] = set()
         self.announced = announced_services(snapshot, translation)
         self.metallb_version = metallb_version(snapshot)
+        self.bgp: BGPStages | None = None
+        """The BGP stages, when MetalLB's BGP is handed over (migrate/plan/bgp_stage.py)."""
+
+    def plan_bgp(self, batch_size: int) -> None:
+        """Hand BGP over when the translation allows it; else say what stays with MetalLB."""
+        if self.translation.bgp is None:
+            return
+        blocker = handover_blocker(self)
+        if blocker is not None:
+            self.findings += bgp_left_to_metallb(self.snapshot, self.pool_advertised_bgp,
+                                                 blocker)
+            return
+        self.bgp = BGPStages(self, batch_size=batch_size)
+        # The translation's advice to move the nodes by hand is what bgp-handover does.
+        self.findings = [f for f in self.findings if f.code != "bgp-handover-label"]
+        self.findings += self.bgp.findings()
 
     def _bgp_pools(self) -> set[str]:
         names: set[str] = set()
@@ -704,8 +721,9 @@ class _Builder:
     def decommission(self) -> Stage:
         actions: list[Action] = []
         kept: list[str] = []
+        kept_bgp = self.pool_advertised_bgp if self.bgp is None else set()
         for pool in self.snapshot.pools:
-            if pool.name in self.pool_advertised_bgp:
+            if pool.name in kept_bgp:
                 kept.append(pool.name)
                 continue
             if pool.ref.origin.startswith(tuple(self.snapshot.legacy_sources)):
@@ -728,6 +746,8 @@ class _Builder:
                 " keeps them (and MetalLB's BGP objects) so their routes stay up; migrate BGP to"
                 " Cilium by hand before uninstalling MetalLB.",
             ))
+        if self.bgp is not None:
+            actions += self.bgp.decommission_actions()
         for body in self.snapshot.find("v1", "ConfigMap"):
             metadata = body.get("metadata") or {}
             origin = f"(ConfigMap {metadata.get('namespace')}/{metadata.get('name')})"
@@ -740,7 +760,7 @@ class _Builder:
             actions.append(Action("delete", Target.of(obj), "MetalLB's legacy configuration is"
                                   " no longer used", before=view(obj), body=obj))
         for pin in self.translation.pins:
-            if pin.pool in self.pool_advertised_bgp:
+            if pin.pool in kept_bgp:
                 continue
             body = self.services[pin.key].body
             annotations, labels = self.pinned_metadata(pin)
@@ -764,7 +784,7 @@ class _Builder:
         self.context["manualLastStep"] = (
             "Uninstall the MetalLB release (helm uninstall, or delete its manifests) and remove"
             " it from Git; keep its CRDs until no metallb.io object is left."
-        )
+        ) + (self.bgp.last_step() if self.bgp is not None else "")
         return Stage(
             5, "decommission", "Remove what is left of MetalLB",
             "MetalLB's pools are deleted while its controller is still stopped: a running"
@@ -773,8 +793,8 @@ class _Builder:
             " removed from the Services. Then uninstall the release by hand.",
             actions=actions,
             checks_before=["every announced Service has a Cilium lease"],
-            checks_after=["no MetalLB pool or advertisement left (except BGP ones)",
-                          "no Service IP changed"],
+            checks_after=["no MetalLB pool or advertisement left" + (
+                " (except BGP ones)" if kept else ""), "no Service IP changed"],
         )
 
 
@@ -843,12 +863,21 @@ def snapshot_fingerprint(snapshot: ClusterSnapshot) -> str:
 
 def build_plan(snapshot: ClusterSnapshot, translation: Translation, *,
                cilium_namespace: str = "kube-system",
-               extra_findings: Sequence[Finding] = (), canary: str | None = None) -> Plan:
+               extra_findings: Sequence[Finding] = (), canary: str | None = None,
+               bgp_batch: int = 1) -> Plan:
     """The staged plan for a snapshot and its translation; with ``canary`` (a MetalLB pool),
     an ``l2-canary`` stage hands that pool's announcements over before ``l2-cutover``.
-    InputError when the pool cannot be a canary (``_Builder.canary_scope``)."""
+    InputError when the pool cannot be a canary (``_Builder.canary_scope``). With MetalLB's
+    BGP translated, ``bgp-prepare`` and ``bgp-handover`` hand its sessions to Cilium
+    ``bgp_batch`` nodes at a time (migrate/plan/bgp_stage.py)."""
     builder = _Builder(snapshot, translation, cilium_namespace, extra_findings)
-    stages = [builder.preflight(), builder.pin(), builder.freeze(), builder.handover()]
+    builder.plan_bgp(bgp_batch)
+    stages = [builder.preflight(), builder.pin()]
+    if builder.bgp is not None:
+        stages.append(builder.bgp.prepare())
+    stages += [builder.freeze(), builder.handover()]
+    if builder.bgp is not None:
+        stages.append(builder.bgp.handover())
     if canary is not None:
         stages.append(builder.canary(canary))
     stages += [builder.cutover(), builder.decommission()]

@@ -14,10 +14,14 @@ from migrate.sources import schemas as sch
 from migrate.sources.validate import Identity, check, problems_of
 
 SCHEMA_VERSION = 1
-STAGE_NAMES = ("preflight", "pin", "freeze-metallb", "ipam-handover", "l2-canary",
-               "l2-cutover", "decommission")
-"""Every stage a plan may have, in order; ``l2-canary`` only with ``migrate plan --canary``."""
+STAGE_NAMES = ("preflight", "pin", "bgp-prepare", "freeze-metallb", "ipam-handover",
+               "bgp-handover", "l2-canary", "l2-cutover", "decommission")
+"""Every stage a plan may have, in order; ``l2-canary`` only with ``migrate plan --canary``,
+``bgp-prepare`` and ``bgp-handover`` only when MetalLB announces over BGP."""
 VERBS = ("create", "delete", "patch", "scale", "wait")
+WAIT_KINDS = ("replicas", "pods-gone", "ipam", "leases", "metallb-released", "bgp-secrets",
+              "bgp-metallb-released", "bgp-cilium-established")
+"""What a ``wait`` action may wait for (its ``for``)."""
 Obj = dict[str, Any]
 
 TARGET_SCHEMA = sch.fields(required=("apiVersion", "kind", "name"), apiVersion=sch.STR,
@@ -27,6 +31,9 @@ _BODY = sch.fields(required=("apiVersion", "kind", "metadata"), apiVersion=sch.S
                                                      namespace=sch.STR))
 _MAPPING = sch.fields()
 _COUNT = sch.Scalar("integer", minimum=0)
+_SECONDS = sch.Scalar("number")
+_ROUTES = sch.MapOf(sch.MapOf(sch.MapOf(_COUNT)))
+"""node -> peer -> address family -> how many routes Cilium advertises there."""
 PLAN_SCHEMA = sch.fields(
     sch.REFUSE,
     ("schemaVersion", "kind", "fingerprint", "ciliumVersion", "metallbNamespace",
@@ -40,6 +47,14 @@ PLAN_SCHEMA = sch.fields(
         canary=sch.fields(pool=sch.STR, services=sch.STRINGS, advertisements=sch.STRINGS),
         metallbController=sch.fields(replicas=_COUNT),
         ciliumOperator=sch.fields(replicas=_COUNT),
+        bgp=sch.fields(
+            sch.REFUSE, ("label", "batches"),
+            label=sch.STR, cilium=sch.STR, parked=sch.STR, apiVersion=sch.STR,
+            secretsNamespace=sch.STR, batches=sch.ListOf(sch.STRINGS), peers=sch.STRINGS,
+            routes=_ROUTES, metallbSettle=_SECONDS, ciliumSettle=_SECONDS,
+            metallbStatus=sch.BOOL,
+            services=sch.MapOf(sch.fields(prefixes=sch.STRINGS, nodes=sch.STRINGS)),
+        ),
     ),
     expectedIPs=sch.MapOf(sch.STRINGS),
     findings=sch.ListOf(sch.fields(
@@ -55,8 +70,10 @@ PLAN_SCHEMA = sch.fields(
             sch.REFUSE, ("verb", "target"),
             verb=sch.Scalar("string", enum=VERBS), target=TARGET_SCHEMA, description=sch.STR,
             before=_MAPPING, after=_MAPPING, patch=_MAPPING, body=_BODY, replicas=_COUNT,
-            wait=sch.Fields({"for": sch.STR, "timeout": sch.Scalar("number"),
-                             "replicas": _COUNT, "services": sch.STRINGS},
+            wait=sch.Fields({"for": sch.Scalar("string", enum=WAIT_KINDS), "timeout": _SECONDS,
+                             "replicas": _COUNT, "services": sch.STRINGS, "settle": _SECONDS,
+                             "nodes": sch.STRINGS, "peers": sch.STRINGS,
+                             "secrets": sch.STRINGS, "routes": _ROUTES},
                             frozenset(("for",))),
         )),
     )),

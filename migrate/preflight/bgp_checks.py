@@ -1,9 +1,10 @@
 """Checks of BGP: Cilium's BGP control plane, the routers MetalLB peers with, graceful restart
 and BFD [M4][C3].
 
-``migrate plan`` leaves BGP to MetalLB in this release (``migrate convert`` writes the Cilium
-BGP objects), so no stage depends on these checks yet: at most a WARNING, never an ERROR. They
-say what the node-by-node hand-over will need, and what is lost, before anything is changed.
+``migrate plan`` hands BGP over node by node (stages ``bgp-prepare`` and ``bgp-handover``), so
+what would make that hand-over fail is an ERROR: Cilium's BGP control plane off, a router given
+two AS numbers or two sessions from one node. What is only lost (BFD's fast failure detection)
+is a WARNING.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from __future__ import annotations
 from collections import defaultdict
 
 from migrate.model import bgp as views
-from migrate.preflight.context import INFO, OK, WARNING, Context, helm_result
+from migrate.preflight.context import ERROR, INFO, OK, WARNING, Context, helm_result
 from migrate.preflight.inventory import describe
 from migrate.preflight.report import CheckResult
 from migrate.translate.bgp import BGPTranslation, bgp_version
 from migrate.translate.mappings import cilium_version
 from migrate.translate.translator import translate
 
-BLOCKING = WARNING
-"""The worst outcome of a BGP check while the plan has no BGP stage (ERROR once it has)."""
+BLOCKING = ERROR
+"""The outcome of a BGP check that would make the hand-over fail (the plan has BGP stages)."""
 FRR_RESTART_TIME = 120  # seconds: FRR's default, which MetalLB leaves in place [M4]
 
 
@@ -176,7 +177,7 @@ def check_bgp_bfd(ctx: Context) -> CheckResult:
         lost.append(f"{peer.name} (profile {peer.bfd_profile}: {detection} ms, against a hold"
                     f" time of {hold} s)")
     return CheckResult(
-        "bgp-bfd", BLOCKING,
+        "bgp-bfd", WARNING,
         f"MetalLB's FRR runs BFD with {len(peers)} router(s): {'; '.join(lost)}. Cilium's BGP"
         " control plane has no BFD: once it holds the sessions, a dead link or node is"
         " noticed only when the BGP hold time expires, and its routes are withdrawn that much"

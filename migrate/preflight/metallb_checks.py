@@ -75,7 +75,7 @@ def check_metallb_lb_class(ctx: Context) -> CheckResult:
 
 
 def check_metallb_frr(ctx: Context) -> CheckResult:
-    """FRR mode means BGP sessions, which the migration does not carry over [M4]."""
+    """FRR mode means BGP sessions, which bgp-handover moves to Cilium node by node [M4]."""
     kind = ctx.metallb.bgp_type
     obj = describe(ctx.metallb.speaker) if ctx.metallb.speaker else None
     if kind in ("", "native"):
@@ -84,11 +84,11 @@ def check_metallb_frr(ctx: Context) -> CheckResult:
     found = f"MetalLB runs in {kind} mode ({ctx.metallb.bgp_evidence})."
     if ctx.snapshot.bgp_peers:
         return CheckResult(
-            "metallb-frr", WARNING,
-            f"{found} {len(ctx.snapshot.bgp_peers)} BGPPeer(s) are configured: their sessions"
-            " end when MetalLB is removed, and BGP is not migrated.",
-            "Configure Cilium's BGP control plane for those peers before decommissioning"
-            " MetalLB.", obj=obj,
+            "metallb-frr", INFO,
+            f"{found} {len(ctx.snapshot.bgp_peers)} BGPPeer(s) are configured: bgp-handover"
+            " moves their sessions to Cilium's BGP control plane one node at a time, and"
+            " MetalLB's FRR goes with MetalLB.",
+            "Nothing to do here; the BGP checks say what Cilium needs first.", obj=obj,
         )
     return CheckResult("metallb-frr", INFO, f"{found} No BGPPeer is configured; L2 only.",
                        obj=obj)
@@ -107,7 +107,7 @@ def check_metallb_webhook(ctx: Context) -> CheckResult:
     return CheckResult(
         "metallb-webhook", INFO,
         f"{describe(hook)} (failurePolicy {', '.join(policies) or 'Fail'}) validates metallb.io"
-        " objects; with MetalLB's controller frozen (stage 2) it rejects their creation and"
+        " objects; with MetalLB's controller frozen (freeze-metallb) it rejects their creation and"
         " update (its controller serves the webhook).",
         "Nothing to do: rollback sets the webhooks' failurePolicy to Ignore while it restores"
         " MetalLB objects, and puts the configuration back exactly afterwards.",

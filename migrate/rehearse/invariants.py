@@ -25,10 +25,14 @@ REPORT_IT = ("Do not migrate this cluster yet: keep the snapshot (--save-snapsho
 # ----------------------------------------------------------------------------- objects (I3)
 
 WATCHED = (("", "Service"), ("apps", "Deployment"), ("apps", "DaemonSet"), ("", "ConfigMap"),
+           ("", "Node"),
            ("metallb.io", "IPAddressPool"), ("metallb.io", "L2Advertisement"),
            ("metallb.io", "BGPAdvertisement"), ("metallb.io", "BGPPeer"),
+           ("metallb.io", "Community"), ("metallb.io", "BFDProfile"),
            ("cilium.io", "CiliumLoadBalancerIPPool"),
            ("cilium.io", "CiliumL2AnnouncementPolicy"),
+           ("cilium.io", "CiliumBGPClusterConfig"), ("cilium.io", "CiliumBGPPeerConfig"),
+           ("cilium.io", "CiliumBGPAdvertisement"), ("cilium.io", "CiliumBGPNodeConfig"),
            ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"))
 """The kinds a migration may touch: what "the cluster as before" is made of."""
 IGNORED_META = ("resourceVersion", "managedFields", "creationTimestamp", "uid", "generation")

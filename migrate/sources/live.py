@@ -41,6 +41,26 @@ def _absent_ok(read: Callable[[], list[Obj]]) -> list[Obj]:
         raise
 
 
+def _local_endpoints(kube: Kube, objects: list[Obj]) -> list[Obj]:
+    """The EndpointSlices of the LoadBalancer Services with ``externalTrafficPolicy: Local``:
+    over BGP they are advertised only from the nodes with a local endpoint, which the
+    hand-over's order depends on (one LIST per such Service, by its service-name label)."""
+    out: list[Obj] = []
+    for obj in objects:
+        spec = obj.get("spec") or {}
+        if obj.get("kind") != "Service" or spec.get("type") != "LoadBalancer" or \
+                spec.get("externalTrafficPolicy") != "Local":
+            continue
+        metadata = obj.get("metadata") or {}
+        for item in _absent_ok(lambda m=metadata: kube.list(  # type: ignore[misc]
+                "discovery.k8s.io/v1", "EndpointSlice", namespace=m.get("namespace"),
+                label_selector=f"kubernetes.io/service-name={m.get('name')}")):
+            item.setdefault("apiVersion", "discovery.k8s.io/v1")
+            item.setdefault("kind", "EndpointSlice")
+            out.append(item)
+    return out
+
+
 def find_metallb_namespace(kube: Kube) -> str:
     """MetalLB's namespace: where its controller runs, else where its pools are, else default."""
     for selector in METALLB_SELECTORS:
@@ -104,6 +124,8 @@ def read_live(kube: Kube, *, metallb_namespace: str | None = None,
                                                     "CiliumL2AnnouncementPolicy")))
     if "v2" in pool_versions:
         objects.extend(_absent_ok(lambda: kube.list("cilium.io/v2", "CiliumNode")))
+    if any(o.get("kind") == "BGPAdvertisement" for o in objects):
+        objects.extend(_local_endpoints(kube, objects))
     # Every object read is checked where it enters (build_snapshot), as objects read from files
     # are; a problem names its source "cluster" and the object.
     documents = [SourceDocument("cluster", obj) for obj in objects]

@@ -857,6 +857,7 @@ class _BGPTranslator:
     def describe_services(self, out: BGPTranslation, adverts: list[_Advert]) -> None:
         by_name = {a.view.name: a for a in adverts}
         local: dict[str, list[ServicePin]] = {}
+        endpoints = endpoint_nodes(self.snapshot)
         for pin in sorted(self.pins, key=lambda p: p.key):
             if pin.pool not in out.pools or not pin.ips:
                 continue
@@ -873,6 +874,9 @@ class _BGPTranslator:
                             if set(ads) & set(chosen)})
             nodes = tuple(sorted({n for s in sending for n in (s.nodes or ())})) if (
                 self.snapshot.nodes) else None
+            if nodes is not None and service.external_traffic_policy == "Local" and (
+                    pin.key in endpoints):
+                nodes = tuple(n for n in nodes if n in endpoints[pin.key])
             out.services.append(BGPService(
                 key=pin.key, pool=pin.pool, ips=pin.ips,
                 external_traffic_policy=service.external_traffic_policy,
@@ -928,16 +932,41 @@ class _BGPTranslator:
         self.finding(
             Severity.WARNING, "bgp-handover-label", f"CiliumBGPClusterConfig {names[0]}",
             "spec.nodeSelector",
-            f"{subject} only nodes labelled {label} (on their CiliumNode, whose labels"
-            " Cilium's operator matches): no node peers through Cilium until it is labelled."
-            " A router keeps one session per neighbour address: MetalLB's speaker and"
-            " Cilium cannot both peer from one node, and switching every node at once"
-            " withdraws every prefix until Cilium's sessions come up. Move one node at a time:"
-            " stop MetalLB's speaker there, label its CiliumNode, and wait for its sessions"
-            " (kubectl get ciliumbgpnodeconfig NODE -o yaml) before the next. Once MetalLB is"
-            " gone, the label requirement may be dropped.")
+            f"{subject} only nodes labelled {label} (Cilium's operator matches CiliumNode"
+            " labels, which Cilium's agent copies from the Node, cilium/cilium#18609: label the"
+            " Node): no node peers through Cilium until it is labelled. A router keeps one"
+            " session per neighbour address: MetalLB's speaker and Cilium cannot both peer"
+            " from one node, and switching every node at once withdraws every prefix until"
+            " Cilium's sessions come up. migrate plan moves one node at a time (stages"
+            " bgp-prepare and bgp-handover); by hand: make MetalLB's BGPPeers require the"
+            f" label {out.handover_label} absent, then per node label it"
+            f" {out.handover_label}=none, wait for MetalLB's sessions there to close, label it"
+            f" {label}, and wait for its sessions (kubectl get ciliumbgpnodeconfig NODE -o"
+            " yaml) before the next. Once MetalLB is gone, the label requirement may be"
+            " dropped.")
 
 
+
+
+def endpoint_nodes(snapshot: ClusterSnapshot) -> dict[str, set[str]]:
+    """Service ``namespace/name`` -> the nodes of its ready, non-terminating endpoints, for the
+    Services whose EndpointSlices the input holds (MetalLB and Cilium advertise an
+    ``externalTrafficPolicy: Local`` Service from those nodes only)."""
+    out: dict[str, set[str]] = {}
+    for body in snapshot.find("discovery.k8s.io/", "EndpointSlice"):
+        metadata = body.get("metadata") or {}
+        owner = (metadata.get("labels") or {}).get("kubernetes.io/service-name")
+        if not owner:
+            continue
+        nodes = out.setdefault(f"{metadata.get('namespace')}/{owner}", set())
+        for endpoint in body.get("endpoints") or []:
+            conditions = endpoint.get("conditions") or {}
+            if conditions.get("terminating") or (
+                    conditions.get("ready") is False and not conditions.get("serving")):
+                continue
+            if endpoint.get("nodeName"):
+                nodes.add(str(endpoint["nodeName"]))
+    return out
 
 
 def _merge_alike(laid: list[_Laid]) -> list[_Laid]:
@@ -976,15 +1005,14 @@ def translate_bgp(snapshot: ClusterSnapshot, version: CiliumVersion, *,
 
 
 def left_to_metallb(snapshot: ClusterSnapshot, bgp_pools: set[str]) -> list[Finding]:
-    """What ``migrate plan`` says of BGP, which it leaves to MetalLB: one WARNING per pool."""
+    """What a translation without BGP (``translate(..., bgp=False)``) says of it: one WARNING
+    per pool announced over BGP."""
     return [
         Finding(
             Severity.WARNING, "bgp-left-to-metallb", str(pool.ref), None,
-            "is announced over BGP, which migrate plan leaves to MetalLB: its Cilium pool"
-            " takes over the IPs, and MetalLB's speakers keep announcing them (decommission"
-            " keeps MetalLB's BGP objects). The node-by-node hand-over of BGP sessions comes"
-            " in a later release; migrate convert writes the Cilium BGP objects for a"
-            " hand-over by hand (README, BGP).", pool.ref.origin)
+            "is announced over BGP, which this translation leaves to MetalLB: its Cilium pool"
+            " takes over the IPs, and MetalLB's speakers keep announcing them. migrate plan"
+            " hands BGP over node by node (README, BGP); migrate convert writes the Cilium BGP"
+            " objects.", pool.ref.origin)
         for pool in sorted(snapshot.pools, key=lambda p: p.name) if pool.name in bgp_pools
     ]
-

@@ -599,7 +599,7 @@ class _Translator:
                 policy["spec"] = {"serviceSelector": selector, **spec}
 
     def translate_bgp(self) -> None:
-        """BGP (migrate/translate/bgp.py), or, for migrate plan, what it leaves to MetalLB."""
+        """BGP (migrate/translate/bgp.py), or, without it, what is left to MetalLB."""
         from migrate.translate import bgp
 
         if not self.with_bgp:
@@ -653,7 +653,7 @@ def translate(snapshot: ClusterSnapshot, *, cilium: str | None = None, bgp: bool
     Translation
 ):
     """Translate a snapshot's MetalLB configuration for a Cilium version (``X.Y``); with
-    ``bgp=False`` (migrate plan) BGP is left to MetalLB and only reported."""
+    ``bgp=False`` BGP is left to MetalLB and only reported (a WARNING per BGP pool)."""
     return _Translator(snapshot, cilium_version(cilium), with_bgp=bgp).run()
 
 

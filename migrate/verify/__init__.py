@@ -68,10 +68,12 @@ def run_verify(
     cilium_namespace: str | None = None,
     state_namespace: str = "kube-system",
     on_event: Callable[[str], None] | None = None,
+    bgp: bool = False,
 ) -> VerifyResult:
-    """Run the API checks (with ``plan``), the ARP probe (with ``interface``: ``ip_specs`` or
-    else the plan's IPv4 addresses) and the failover of ``failover`` (``ns/name``; skipped
-    when something already failed). ``kube`` is needed for the plan and the failover."""
+    """Run the API checks (with ``plan``; with ``bgp`` the BGP hand-over's too), the ARP probe
+    (with ``interface``: ``ip_specs`` or else the plan's IPv4 addresses) and the failover of
+    ``failover`` (``ns/name``; skipped when something already failed). ``kube`` is needed for
+    the plan and the failover."""
     result = VerifyResult(interface=interface)
     if plan is not None:
         from migrate.verify.api import verify_api
@@ -79,6 +81,13 @@ def run_verify(
         if kube is None:
             raise ValueError("the API checks need a cluster")
         result.api = verify_api(kube, plan, state_namespace=state_namespace)
+        if bgp:
+            from dataclasses import replace
+
+            from migrate.verify.bgp import verify_bgp
+
+            result.api = replace(result.api, checks=result.api.checks + tuple(
+                verify_bgp(kube, plan, result.api.applied)))
         if not result.api.ok:
             result.problems.append(f"{len(result.api.failures)} of {len(result.api.checks)}"
                                    " API checks failed")

@@ -28,7 +28,7 @@ def test_every_stage_in_order_keeps_every_ip(cluster_factory: ClusterFactory,
     # end state: Cilium pools present and healthy, MetalLB advertisements gone, controller at 0
     pools = cluster.store.list("cilium.io", "CiliumLoadBalancerIPPool")
     assert {p["metadata"]["name"] for p in pools} == {
-        a.target.name for a in plan.stages[3].actions if a.verb == "create"}
+        a.target.name for a in plan.stage("ipam-handover").actions if a.verb == "create"}
     for pool in pools:  # healthy: no conflict, and LB-IPAM took over its pinned IPs
         conditions = {c["type"]: c for c in pool["status"]["conditions"]}
         assert conditions["cilium.io/PoolConflict"]["status"] == "False"
@@ -36,13 +36,16 @@ def test_every_stage_in_order_keeps_every_ip(cluster_factory: ClusterFactory,
         assert used >= plan.context["poolIPs"].get(pool["metadata"]["name"], 0)
     assert {p["metadata"]["name"] for p in
             cluster.store.list("cilium.io", "CiliumL2AnnouncementPolicy")} == {
-        a.target.name for a in plan.stages[4].actions if a.verb == "create"}
+        a.target.name for a in plan.stage("l2-cutover").actions if a.verb == "create"}
     assert not cluster.store.list("metallb.io", "L2Advertisement")
+    # BGP handed over: MetalLB's BGP objects go too; else its BGP pools stay with it.
     bgp_pools = {name for ad in cluster.store.list("metallb.io", "BGPAdvertisement")
                  for name in ad["spec"].get("ipAddressPools", [])}
+    if "bgp" in plan.context:
+        assert not bgp_pools and not cluster.store.list("metallb.io", "BGPPeer")
     assert {p["metadata"]["name"] for p in cluster.store.list("metallb.io", "IPAddressPool")} \
         == bgp_pools
-    for pin in (a for a in plan.stages[1].actions if a.verb == "patch"):
+    for pin in (a for a in plan.stage("pin").actions if a.verb == "patch"):
         service = services[f"{pin.target.namespace}/{pin.target.name}"]
         annotations = service["metadata"].get("annotations") or {}
         assert "lbipam.cilium.io/ips" in annotations, pin.target.key

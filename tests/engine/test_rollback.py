@@ -31,6 +31,8 @@ def test_rollback_after_stage_restores_the_cluster(cluster_factory: ClusterFacto
     cluster = cluster_factory(scenario)
     before = cluster_objects(cluster)
     plan = make_plan(read_live(cluster.kube))
+    if last >= len(plan.stages):
+        pytest.skip(f"the plan of {scenario} has {len(plan.stages)} stages")
     for stage in plan.stages[: last + 1]:
         apply_stage(cluster.kube, plan, stage.name, options=fast_options())
     cluster.settle(0.1)

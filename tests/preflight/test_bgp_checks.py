@@ -1,5 +1,5 @@
 """The BGP checks beyond the one outcome each scenario trips: every other outcome a user can
-meet, and that none of them blocks while the plan leaves BGP to MetalLB."""
+meet, and which of them block the hand-over."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 from migrate.preflight import CheckSeverity, run_preflight
 from tests.preflight import scenarios
 
-W, N, OK = CheckSeverity.WARNING, CheckSeverity.INFO, CheckSeverity.OK
+E, W, N, OK = (CheckSeverity.ERROR, CheckSeverity.WARNING, CheckSeverity.INFO,
+               CheckSeverity.OK)
 
 
 def _report(docs: list[dict[str, Any]], cilium: str | None = None) -> Any:
@@ -40,7 +41,7 @@ def test_status_report_off_and_old_cilium_are_said() -> None:
     scenarios.cilium_config(docs).update({"enable-bgp-control-plane": "true",
                                           "enable-bgp-control-plane-status-report": "false"})
     check = _report(docs).check("bgp-control-plane")
-    assert check.severity is W and "status that tells whether" in check.found
+    assert check.severity is E and "status that tells whether" in check.found
     old = _report(scenarios.documents("bgp-control-plane-off"), cilium="1.15").check(
         "bgp-control-plane")
     assert "before 1.16 has no CiliumBGPClusterConfig" in old.found
@@ -55,13 +56,13 @@ def test_several_local_ases_on_one_node_set_are_a_note() -> None:
     assert "speak AS 64512, 64999" in check.found
 
 
-def test_graceful_restart_in_native_mode_is_a_warning() -> None:
+def test_graceful_restart_in_native_mode_blocks() -> None:
     docs = [d for d in scenarios.documents("bgp-graceful-restart")
             if not (d["kind"] == "DaemonSet" and d["metadata"]["name"] == "speaker")]
     docs += [d for d in scenarios.documents() if d["kind"] == "DaemonSet"
              and d["metadata"]["name"] == "speaker"]
     check = _report(docs).check("bgp-graceful-restart")
-    assert check.severity is W and "refuses enableGracefulRestart" in check.found
+    assert check.severity is E and "refuses enableGracefulRestart" in check.found
 
 
 def test_unused_bfd_profile_loses_nothing() -> None:
@@ -71,7 +72,11 @@ def test_unused_bfd_profile_loses_nothing() -> None:
     assert check.severity is OK and "1 BFDProfile(s) unused: nothing is lost" in check.found
 
 
-def test_bgp_checks_never_block_while_bgp_stays_with_metallb() -> None:
-    for scenario in ("bgp-control-plane-off", "bgp-peers-conflict", "bgp-graceful-restart",
-                     "bgp-bfd"):
-        assert not _report(scenarios.documents(scenario)).blocking
+def test_bgp_checks_block_what_would_make_the_handover_fail() -> None:
+    """bgp-handover moves the sessions to Cilium: its BGP control plane off, or a router with
+    two AS numbers, fails it; BFD's loss and graceful restart are only said."""
+    blocking = {scenario: _report(scenarios.documents(scenario)).blocking
+                for scenario in ("bgp-control-plane-off", "bgp-peers-conflict",
+                                 "bgp-graceful-restart", "bgp-bfd")}
+    assert blocking == {"bgp-control-plane-off": True, "bgp-peers-conflict": True,
+                        "bgp-graceful-restart": False, "bgp-bfd": False}

@@ -12,6 +12,12 @@ their pods run (:class:`~migrate.lab.workloads.PodController`).
 :meth:`Controllers.announcements` tells, per IP, which nodes answer ARP on the wire for
 MetalLB and which for Cilium; :attr:`Controllers.record` keeps every change of that over the
 run, :attr:`Controllers.requests` every API call the processes made.
+
+BGP has the same three views (:mod:`migrate.lab.models.bgp`): :meth:`Controllers.bgp_sessions`
+(per node and stack, each session a speaker runs: its peer, how it connects, its state, what it
+advertises), :meth:`Controllers.bgp_announcements` (per prefix, the next hops the upstream
+routers hold, per stack) and :attr:`Controllers.bgp_record` (every change of those next hops,
+and every connection collision at a router).
 """
 
 from __future__ import annotations
@@ -24,6 +30,15 @@ from collections import deque
 from dataclasses import dataclass
 
 from migrate.lab.models._common import Cache, Component, Event, Obj, Process
+from migrate.lab.models.bgp import (
+    BGPFabric,
+    BGPNextHops,
+    BGPRecord,
+    BGPRoute,
+    BGPSession,
+    Collision,
+    Router,
+)
 from migrate.lab.models.cilium_l2 import CiliumAgents, CiliumL2Agent
 from migrate.lab.models.cilium_lbipam import CiliumLBIPAM, CiliumOperators
 from migrate.lab.models.metallb_config import DEFAULT_NAMESPACE
@@ -41,15 +56,21 @@ from migrate.lab.workloads import PodController, WorkloadRule, sync_deployment_s
 
 __all__ = [
     "Announcers",
+    "BGPNextHops",
+    "BGPRecord",
+    "BGPRoute",
+    "BGPSession",
     "CiliumAgents",
     "CiliumL2Agent",
     "CiliumLBIPAM",
     "CiliumOperators",
+    "Collision",
     "Controllers",
     "MetalLBController",
     "MetalLBControllers",
     "MetalLBSpeaker",
     "MetalLBSpeakers",
+    "Router",
     "Runtime",
     "Timing",
     "build_controllers",
@@ -101,6 +122,8 @@ class Runtime:
         (processes start from it)."""
         self.announcements = AnnouncementRecord()
         self.requests = RequestRecord()
+        self.bgp = BGPFabric(self)
+        """The upstream routers and the BGP sessions to them."""
         self.processed = 0
         self.deferred: list[Process] | None = None
         """While the lab starts: the processes to start once all are known."""
@@ -153,6 +176,7 @@ class Controllers:
             self.runtime.deferred = []
             try:
                 self.runtime.master.load(store)
+                self._configure_routers(metallb_namespace)
                 self.pods.start()
                 for process in list(self.runtime.deferred):
                     process.start()
@@ -166,6 +190,14 @@ class Controllers:
                 self.runtime.deferred = None
                 self.runtime.scheduler.tick = None
         self.run_until_idle()
+
+    def _configure_routers(self, metallb_namespace: str) -> None:
+        """The routers MetalLB's BGPPeers name, as MetalLB peers with them (lab start)."""
+        master = self.runtime.master
+        secrets = {f"{s['metadata'].get('namespace')}/{s['metadata']['name']}": s
+                   for s in master.list("", "Secret")}
+        self.runtime.bgp.configure_routers(master.list("metallb.io", "BGPPeer",
+                                                       metallb_namespace), secrets)
 
     # ----------------------------------------------------------------- accessors
 
@@ -188,6 +220,11 @@ class Controllers:
     def requests(self) -> RequestRecord:
         """Every API call the model processes made."""
         return self.runtime.requests
+
+    @property
+    def bgp_record(self) -> BGPRecord:
+        """Every change of a prefix's next hops at each router, and every collision."""
+        return self.runtime.bgp.record
 
     def now(self) -> float:
         """The lab clock's time."""
@@ -343,6 +380,26 @@ class Controllers:
                 cilium_nodes=tuple(sorted({n for _, n, _ in c})),
             )
         return out
+
+
+    # ----------------------------------------------------------------- BGP's view
+
+    def bgp_sessions(self) -> list[BGPSession]:
+        """Every BGP session a speaker runs now, by node, stack (``metallb``, ``cilium``) and
+        peer: is it Established, with which peer (address, ASNs, port, password Secret,
+        multihop, timers), and which routes it advertises to it (communities, local
+        preference, aggregated prefixes). See :class:`~migrate.lab.models.bgp.BGPSession`."""
+        with self._run_lock:
+            return self.runtime.bgp.view()
+
+    def bgp_announcements(self) -> dict[str, BGPNextHops]:
+        """Per prefix some upstream router routes now: its next-hop nodes, per stack."""
+        with self._run_lock:
+            return self.runtime.bgp.next_hops()
+
+    def bgp_routers(self) -> list[Router]:
+        """The upstream routers (configured from MetalLB's BGPPeers at the lab's start)."""
+        return sorted(self.runtime.bgp.routers.values(), key=lambda r: r.address)
 
 
 def _rules(controllers: Controllers, metallb_namespace: str,

@@ -40,6 +40,7 @@ WATCHED_KINDS: tuple[GroupKind, ...] = (
     ("", "Endpoints"),
     ("", "Pod"),
     ("", "ConfigMap"),
+    ("", "Secret"),
     ("discovery.k8s.io", "EndpointSlice"),
     ("apps", "Deployment"),
     ("apps", "DaemonSet"),
@@ -48,6 +49,7 @@ WATCHED_KINDS: tuple[GroupKind, ...] = (
     ("metallb.io", "IPAddressPool"),
     ("metallb.io", "L2Advertisement"),
     ("metallb.io", "ServiceL2Status"),
+    ("metallb.io", "ServiceBGPStatus"),
     ("metallb.io", "BGPPeer"),
     ("metallb.io", "BGPAdvertisement"),
     ("metallb.io", "BFDProfile"),
@@ -55,6 +57,11 @@ WATCHED_KINDS: tuple[GroupKind, ...] = (
     ("cilium.io", "CiliumLoadBalancerIPPool"),
     ("cilium.io", "CiliumL2AnnouncementPolicy"),
     ("cilium.io", "CiliumNode"),
+    ("cilium.io", "CiliumBGPClusterConfig"),
+    ("cilium.io", "CiliumBGPPeerConfig"),
+    ("cilium.io", "CiliumBGPAdvertisement"),
+    ("cilium.io", "CiliumBGPNodeConfigOverride"),
+    ("cilium.io", "CiliumBGPNodeConfig"),
 )
 """The kinds the models watch; events of any other kind are dropped."""
 

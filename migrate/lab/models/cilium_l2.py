@@ -53,6 +53,7 @@ from migrate.lab.models._common import (
     service_key,
     spec_of,
 )
+from migrate.lab.models.cilium_bgp import AGENT_KINDS
 from migrate.lab.models.cilium_lbipam import L2_CLASS, service_labels
 from migrate.lab.models.interfaces import Devices, agent_devices
 from migrate.lab.runtime import CILIUM_AGENT, Timer
@@ -167,6 +168,10 @@ class CiliumL2Agent(Announcer):
         self.policies: list[Obj] = []
         self.selected: dict[str, Selected] = {}
         self._gc: Timer | None = None
+        from migrate.lab.models.cilium_bgp import AgentBGP
+
+        self.bgp = AgentBGP(self)
+        """The agent's BGP control plane (:mod:`migrate.lab.models.cilium_bgp`)."""
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -174,6 +179,7 @@ class CiliumL2Agent(Announcer):
         """The agent starts: read its config and devices, select, start the elections."""
         self._refresh()
         self._gc = self.process.later(GC_INTERVAL, self._lease_gc, label="lease GC")
+        self.bgp.start()
 
     def stop(self, *, graceful: bool) -> None:
         """The agent exits. Gracefully: every election is cancelled and its lease released
@@ -187,9 +193,13 @@ class CiliumL2Agent(Announcer):
                     sel.elector.timer.cancel()
         self.silence()
         self.selected = {}
+        self.bgp.stop(graceful=graceful)
 
     def handle(self, event: Event) -> None:
-        """Services, policies, this node and cilium-config change what is selected."""
+        """Services, policies, this node and cilium-config change what is selected (the BGP
+        kinds go to the agent's BGP side only)."""
+        if self.bgp.handle(event):
+            return
         group, kind = event.group_kind
         if (group, kind) == ("", "Service"):
             self._refresh(only=service_key(event.obj))
@@ -490,7 +500,7 @@ class CiliumAgents(Component):
 
     kind = CILIUM_AGENT
     watched = (("", "Service"), ("", "Node"), ("", "ConfigMap"), ("cilium.io", POLICY_KIND),
-               ("cilium.io", "CiliumNode"))
+               ("cilium.io", "CiliumNode"), *AGENT_KINDS)
 
     def __init__(self, runtime: Runtime, *, namespace: str = "kube-system",
                  enabled: bool = True) -> None:

@@ -974,23 +974,35 @@ class CiliumOperator(Model):
     def __init__(self, process: Process) -> None:
         super().__init__(process)
         self.lbipam: CiliumLBIPAM | None = None
+        self.bgp: Model | None = None
 
     def lead(self) -> None:
-        """This process won the operator's leader election: LB-IPAM starts."""
+        """This process won the operator's leader election: LB-IPAM starts, and the BGP
+        resource manager (:mod:`migrate.lab.models.cilium_bgp`)."""
         if self.lbipam is None:
             self.lbipam = CiliumLBIPAM(self.process)
             self.lbipam.start()
+        if self.bgp is None:
+            from migrate.lab.models.cilium_bgp import OperatorBGP
+
+            component = self.process.component
+            assert isinstance(component, CiliumOperators)
+            self.bgp = OperatorBGP(self.process, component.namespace)
+            self.bgp.start()
 
     def handle(self, event: Event) -> None:
-        """Only the leader's LB-IPAM handles anything."""
+        """Only the leader's LB-IPAM and BGP manager handle anything."""
         if self.lbipam is not None:
             self.lbipam.handle(event)
+        if self.bgp is not None:
+            self.bgp.handle(event)
 
     def stop(self, *, graceful: bool) -> None:
         """The process exits (a leader gives the lease up on a graceful exit)."""
         if self.lbipam is not None:
             self.lbipam.stop(graceful=graceful)
             self.lbipam = None
+        self.bgp = None
 
 
 class CiliumOperators(Component):
@@ -1003,7 +1015,10 @@ class CiliumOperators(Component):
     """
 
     kind = CILIUM_OPERATOR
-    watched = (("", "Service"), ("", "ConfigMap"), (CILIUM_GROUP, POOL_KIND))
+    watched = (("", "Service"), ("", "ConfigMap"), (CILIUM_GROUP, POOL_KIND),
+               (CILIUM_GROUP, "CiliumNode"), (CILIUM_GROUP, "CiliumBGPClusterConfig"),
+               (CILIUM_GROUP, "CiliumBGPPeerConfig"), (CILIUM_GROUP, "CiliumBGPNodeConfigOverride"),
+               (CILIUM_GROUP, "CiliumBGPNodeConfig"))
     RELEASED = Delay(0.0, 4.4)
     EXPIRED = Delay(15.0, 19.4)
 

@@ -463,6 +463,13 @@ class MetalLBConfig:
     pool_labels: dict[str, dict[str, str]]
     advertisements: list[Obj]
     legacy: bool = False
+    bgp_peers: list[Obj] = field(default_factory=list)
+    """The BGPPeers, as written (v1beta2) [M4]."""
+    bgp_advertisements: list[Obj] = field(default_factory=list)
+    communities: dict[str, str] = field(default_factory=dict)
+    """Community alias -> value."""
+    secrets: dict[str, Obj] = field(default_factory=dict)
+    """Secrets of MetalLB's namespace by name (a peer's ``passwordSecret``)."""
     signature: str = ""
     """What changes when the configuration does (a process ignores a re-parse that gives the
     same, as ``config_controller.go`` does with reflect.DeepEqual)."""
@@ -474,17 +481,24 @@ class MetalLBConfig:
                 return pool
         return None
 
+    def bgp_advertisements_for(self, pool: str) -> list[Obj]:
+        """The BGPAdvertisements of a pool (the same pool-selection rule as L2) [M4]."""
+        return [adv for adv in self.bgp_advertisements
+                if selects_pool(spec_of(adv), pool, self.pool_labels.get(pool, {}))]
+
     def advertisements_for(self, pool: str) -> list[Obj]:
         """Pool-selection rule [M3]: both lists empty = all pools; else names ∪ selectors."""
-        found = []
-        for adv in self.advertisements:
-            spec = spec_of(adv)
-            names = [str(n) for n in spec.get("ipAddressPools") or []]
-            selectors = list(spec.get("ipAddressPoolSelectors") or [])
-            if (not names and not selectors) or pool in names or any(
-                    selector_matches(s, self.pool_labels.get(pool, {})) for s in selectors):
-                found.append(adv)
-        return found
+        return [adv for adv in self.advertisements
+                if selects_pool(spec_of(adv), pool, self.pool_labels.get(pool, {}))]
+
+
+def selects_pool(spec: Obj, pool: str, labels: dict[str, str]) -> bool:
+    """Whether an advertisement's ``ipAddressPools`` / ``ipAddressPoolSelectors`` select a pool:
+    both empty = every pool [M3][M4]."""
+    names = [str(n) for n in spec.get("ipAddressPools") or []]
+    selectors = list(spec.get("ipAddressPoolSelectors") or [])
+    return (not names and not selectors) or pool in names or any(
+        selector_matches(s, labels) for s in selectors)
 
 
 def parse_config(view: Cache, namespace: str, *, version: Version | None,
@@ -550,9 +564,12 @@ def parse_config(view: Cache, namespace: str, *, version: Version | None,
         return None, error
     signature = repr([(name_of(o), spec_of(o), labels_of(o))
                       for o in pool_objs + advs + bgp_advs + peers + bfds + communities]
-                     + [labels_of(n) for n in namespaces])
+                     + [labels_of(n) for n in namespaces]
+                     + [(n, secret.get("data"), secret.get("stringData"))
+                        for n, secret in sorted(secrets.items())])
     return MetalLBConfig(pools, {name_of(p): labels_of(p) for p in pool_objs}, advs,
-                         signature=signature), ""
+                         bgp_peers=peers, bgp_advertisements=bgp_advs, communities=aliases,
+                         secrets=secrets, signature=signature), ""
 
 
 def _bfd_echo_error(pools: dict[str, MetalLBPool], bgp_advs: list[Obj], peers: list[Obj],

@@ -1,4 +1,5 @@
-"""Model of MetalLB's speakers in layer-2 mode (reference/metallb.md §3, §5, §8).
+"""Model of MetalLB's speakers in layer-2 mode (reference/metallb.md §3, §5, §8); their BGP side
+is :mod:`migrate.lab.models.metallb_bgp`.
 
 One :class:`MetalLBSpeaker` runs per speaker pod, i.e. per node its DaemonSet runs on. Each
 speaker has its own informer view, its own configuration (the last valid one it parsed, BGP
@@ -123,6 +124,10 @@ class MetalLBSpeaker(Announcer):
         self._mine: dict[str, str] = {}
         """Service key -> the ServiceL2Status this speaker wrote (its view may not show it
         yet)."""
+        from migrate.lab.models.metallb_bgp import SpeakerBGP
+
+        self.bgp = SpeakerBGP(self)
+        """The BGP controller of this speaker (``speaker/bgp_controller.go``)."""
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -134,6 +139,8 @@ class MetalLBSpeaker(Announcer):
         self.stale_config = False
         self._adopt_config()
         self._recompute_all()
+        if self.config is not None:
+            self.bgp.set_config(self.config)
         if self.status_enabled and self._status_kind_served():
             for obj in self.cache.list(METALLB_GROUP, STATUS_KIND, self.namespace):
                 labels = labels_of(obj)
@@ -146,6 +153,7 @@ class MetalLBSpeaker(Announcer):
         """The speaker exits: nothing is announced any more (its ServiceL2Status objects stay
         until its pod is garbage-collected)."""
         self.silence()
+        self.bgp.stop(graceful=graceful)
         self.announced = {}
         self.config = None
 
@@ -165,11 +173,19 @@ class MetalLBSpeaker(Announcer):
         elif (group == METALLB_GROUP and kind in CONFIG_KINDS) or (group, kind) in (
                 ("", "Namespace"), ("", "ConfigMap"), ("", "Secret")):
             if kind == "Namespace" or namespace_of(event.obj) == self.namespace:
+                before = self.config
                 self._adopt_config()
+                if self.config is not None and self.config is not before:
+                    self.bgp.set_config(self.config)
                 self._recompute_all()
         elif (group, kind) == ("", "Node"):
             if self.stale_config:
+                before = self.config
                 self._adopt_config()
+                if self.config is not None and self.config is not before:
+                    self.bgp.set_config(self.config)
+            if name_of(event.obj) == self.node and event.type != "DELETED":
+                self.bgp.set_node(event.obj)
             self._recompute_all()
         elif (group, kind) == (METALLB_GROUP, STATUS_KIND) and event.type == "DELETED":
             labels = labels_of(event.obj)
@@ -222,6 +238,7 @@ class MetalLBSpeaker(Announcer):
     def _recompute_service(self, namespace: str, name: str) -> None:
         key = f"{namespace}/{name}"
         svc = self.cache.get("", "Service", name, namespace)
+        self.bgp.service(key, svc)
         result = self._elect(svc) if svc is not None else None
         previous = self.announced.get(key)
         if result is None:
@@ -441,7 +458,8 @@ class MetalLBSpeakers(Component):
     kind = METALLB_SPEAKER
     watched = (("", "Namespace"), ("", "Node"), ("", "Service"), ("", "Endpoints"),
                ("discovery.k8s.io", "EndpointSlice"), ("", "ConfigMap"), ("", "Secret"),
-               (METALLB_GROUP, STATUS_KIND), *((METALLB_GROUP, k) for k in CONFIG_KINDS))
+               (METALLB_GROUP, STATUS_KIND), (METALLB_GROUP, "ServiceBGPStatus"),
+               *((METALLB_GROUP, k) for k in CONFIG_KINDS))
 
     def __init__(self, runtime: Runtime, *, namespace: str = DEFAULT_NAMESPACE,
                  lb_class: str | None = None, enabled: bool = True) -> None:
