@@ -20,7 +20,7 @@ from migrate.translate.translator import translate
 from tests import fuzzing
 from tests.conftest import SHARED, TESTDATA
 
-TESTDATA_INPUTS = 6000
+TESTDATA_INPUTS = 2500
 REALWORLD_INPUTS = 1500
 SEED = 20240611
 
