@@ -644,14 +644,17 @@ class PodController:
                                   ("numberUnavailable", max(0, len(eligible) - ready))):
             if count:
                 status[field_name] = count
+        self._store_status(current, status, "daemonsets/status")
+
+    def _store_status(self, current: Obj, status: Obj, resource: str) -> None:
+        """Write a workload's status as its controller does (unless it is already so)."""
         if current.get("status") == status:
             return
         current["status"] = status
         _meta(current).pop("resourceVersion", None)
-        self._api("UPDATE", "daemonsets/status", key[1])
+        self._api("UPDATE", resource, str(_meta(current).get("name")))
         with contextlib.suppress(ApiError):
-            store.update(current, subresource="status", manager=MANAGER)
-
+            self.runtime.store.update(current, subresource="status", manager=MANAGER)
 
     def _write_status(self, rule: WorkloadRule, key: tuple[str, str]) -> None:
         """What the Deployment controller reports from its ReplicaSet: non-terminating pods
@@ -692,13 +695,7 @@ class PodController:
                 "lastTransitionTime": stamp if changed
                 else before.get("lastTransitionTime", stamp)})
         status["conditions"] = conditions
-        if old == status:
-            return
-        current["status"] = status
-        _meta(current).pop("resourceVersion", None)
-        self._api("UPDATE", "deployments/status", key[1])
-        with contextlib.suppress(ApiError):
-            store.update(current, subresource="status", manager=MANAGER)
+        self._store_status(current, status, "deployments/status")
 
 
 def _max_unavailable(deployment: Obj, replicas: int) -> int:
