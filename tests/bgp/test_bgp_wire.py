@@ -17,11 +17,15 @@ from migrate.lab.bgp_wire import (
     CILIUM,
     METALLB,
     ROUTER_IP,
+    BGPFollower,
     BGPWire,
     FRRSpeaker,
+    RouterPoller,
     Speaker,
     WireRoute,
     frr_commands,
+    longest_short_span,
+    sample_problems,
     session_prefix,
     why_no_bgp_wire,
 )
@@ -136,3 +140,26 @@ def test_teardown_leaves_no_namespace_and_no_daemon(tmp_path: Path) -> None:
         for pid in pids:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
+
+
+def test_switching_every_node_at_once_leaves_the_prefix_unrouted(bgp_wire: BGPWire) -> None:
+    """What the node-by-node hand-over avoids, seen by the poller: when every node moves from
+    MetalLB's speaker to Cilium's at once, the router has no route for a while."""
+    metallb = {n: speaker(bgp_wire, n, METALLB, PREFIX) for n in NODES}
+    cilium = {n: speaker(bgp_wire, n, CILIUM, PREFIX) for n in NODES}
+    view = {"now": metallb}
+    follower = BGPFollower(bgp_wire, lambda: view["now"]).start()
+    try:
+        follower.wait_caught_up()
+        poller = RouterPoller(bgp_wire, interval=0.05).start()
+        time.sleep(0.2)
+        view["now"] = cilium
+        follower.wait_caught_up()
+        samples = poller.stop()
+    finally:
+        follower.stop()
+    problems = sample_problems(samples, follower.history, [PREFIX])
+    assert problems and all(p.endswith(f"no route for {PREFIX}") for p in problems), problems
+    longest = longest_short_span(samples, {PREFIX: len(NODES)})
+    assert longest is not None and longest.fewest == 0
+    print(f"\nevery node at once: {longest.describe()}")
