@@ -240,7 +240,7 @@ def bird_config(*, router_asn: int, neighbors: Sequence[tuple[str, IPv4Address, 
         "  connect delay time 1;",
         "  connect retry time 1;",
         "  error wait time 1, 2;",
-        "  hold time 9;",
+        "  hold time 90;",
         "  ipv4 { import all; export none; };",
         "}",
     ]
@@ -899,37 +899,69 @@ class BGPWire:
 # =========================================================================== following the lab
 
 
-class BGPFollower:
+class _Background:
+    """A loop in a daemon thread of its own: :meth:`_loop` runs until :meth:`stop`; what it
+    raises is kept and raised again by :meth:`check` (and :meth:`stop`)."""
+
+    what = "a background thread"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._guarded, name=self.what, daemon=True)
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+    def _guarded(self) -> None:
+        try:
+            self._loop()
+        except BaseException as error:  # re-raised by check / stop
+            self._error = error
+
+    def _start(self) -> None:
+        self._thread.start()
+
+    def check(self) -> None:
+        """Raise what stopped the loop, if anything did."""
+        if self._error is not None:
+            raise BGPWireError(f"{self.what} failed: {self._error!r}") from self._error
+
+    def _halt(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        self.check()
+
+
+class BGPFollower(_Background):
     """Keeps the wire's daemons doing what the lab's BGP view says (``view`` returns it:
     :func:`wanted_speakers` over ``Controllers.bgp_sessions``), one change at a time: what goes
     goes first (:func:`break_step`), and the router must show it before what comes is added;
     then the router must show the new state. :attr:`history` keeps every state followed
     (:class:`Target`), which :func:`allowed_next_hops` reads."""
 
+    what = "the BGP follower"
+
     def __init__(self, wire: BGPWire, view: Callable[[], Wanted], *, poll: float = 0.02) -> None:
+        super().__init__()
         self.wire = wire
         self._view = view
         self.poll = poll
         self.history: list[Target] = []
         self.confirmed: Wanted | None = None
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="bgp-follower", daemon=True)
 
     def start(self) -> BGPFollower:
         """Follow in a background thread."""
-        self._thread.start()
+        self._start()
         return self
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                wanted = self._view()
-                if wanted != self.confirmed:
-                    self._follow(wanted)
-                self._stop.wait(self.poll)
-        except BaseException as error:  # re-raised by check / stop
-            self._error = error
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            wanted = self._view()
+            if wanted != self.confirmed:
+                self._follow(wanted)
+            self._stop.wait(self.poll)
 
     def _follow(self, wanted: Wanted) -> None:
         seen = time.monotonic()
@@ -954,106 +986,83 @@ class BGPFollower:
         """Return once the router shows the lab's view as it is now."""
         _wait_for(self.caught_up, "the BGP wire to catch up with the lab", timeout)
 
-    def check(self) -> None:
-        """Raise what stopped the follower, if anything did."""
-        if self._error is not None:
-            raise BGPWireError(f"the BGP follower failed: {self._error!r}") from self._error
-
     def stop(self) -> None:
         """Stop following (the daemons keep their configuration)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
-        self.check()
+        self._halt()
 
 
-class RouterPoller:
+class RouterPoller(_Background):
     """Reads the router's table every ``interval`` seconds in a background thread
     (:attr:`samples`), with the lab's time of each reading when ``lab_clock`` is given."""
 
+    what = "the router poller"
+
     def __init__(self, wire: BGPWire, *, interval: float = 0.15,
                  lab_clock: Callable[[], float] | None = None) -> None:
+        super().__init__()
         self.wire = wire
         self.interval = interval
         self.lab_clock = lab_clock
         self.samples: list[Sample] = []
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="bgp-poller", daemon=True)
 
     def start(self) -> RouterPoller:
         """Poll in a background thread."""
-        self._thread.start()
+        self._start()
         return self
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                started = time.monotonic()
-                lab = self.lab_clock() if self.lab_clock else None
-                table = self.wire.table()
-                self.samples.append(Sample(started, time.monotonic(), table, lab))
-                self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
-        except BaseException as error:  # re-raised by stop
-            self._error = error
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            lab = self.lab_clock() if self.lab_clock else None
+            table = self.wire.table()
+            self.samples.append(Sample(started, time.monotonic(), table, lab))
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
     def stop(self) -> list[Sample]:
         """Stop polling; every reading taken."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=15)
-        if self._error is not None:
-            raise BGPWireError(f"the router poller failed: {self._error!r}") from self._error
+        self._halt()
         return self.samples
 
 
-class LabPacer:
+class LabPacer(_Background):
     """Drives a lab on a manual clock at ``rate`` lab seconds per real second, holding the
     lab's time while ``hold()`` is true (the wire has not caught up with it), so that the lab
     never runs ahead of what the real daemons show: each step is at most ``step`` lab seconds,
     and ``hold`` is asked after every one."""
 
+    what = "the lab pacer"
+
     def __init__(self, controllers: Controllers, *, rate: float, hold: Callable[[], bool],
                  step: float = 0.1, tick: float = 0.01) -> None:
+        super().__init__()
         self.controllers = controllers
         self.rate = rate
         self.hold = hold
         self.step = step
         self.tick = tick
         self.held = 0.0
-        """Real seconds the lab's time stood still for the wire."""
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="lab-pacer", daemon=True)
+        """Real seconds (about) the lab's time stood still for the wire."""
 
     def start(self) -> LabPacer:
         """Pace in a background thread."""
-        self._thread.start()
+        self._start()
         return self
 
-    def _run(self) -> None:
-        try:
-            last = time.monotonic()
-            while not self._stop.is_set():
-                self._stop.wait(self.tick)
-                now = time.monotonic()
-                budget = (now - last) * self.rate
-                last = now
-                while budget > 0 and not self._stop.is_set():
-                    if self.hold():
-                        self.controllers.run_until_idle()
-                        self.held += self.tick
-                        break
-                    moved = min(self.step, budget)
-                    self.controllers.advance(moved)
-                    budget -= moved
-        except BaseException as error:  # re-raised by check / stop
-            self._error = error
-
-    def check(self) -> None:
-        """Raise what stopped the pacer, if anything did."""
-        if self._error is not None:
-            raise BGPWireError(f"the lab pacer failed: {self._error!r}") from self._error
+    def _loop(self) -> None:
+        last = time.monotonic()
+        while not self._stop.is_set():
+            self._stop.wait(self.tick)
+            now = time.monotonic()
+            budget = (now - last) * self.rate
+            last = now
+            while budget > 0 and not self._stop.is_set():
+                if self.hold():
+                    self.controllers.run_until_idle()
+                    self.held += self.tick
+                    break
+                moved = min(self.step, budget)
+                self.controllers.advance(moved)
+                budget -= moved
 
     def sleep(self, lab_seconds: float) -> None:
         """What a client waiting on the paced lab does: real time passes (the lab's
@@ -1073,10 +1082,7 @@ class LabPacer:
 
     def stop(self) -> None:
         """Stop pacing."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
-        self.check()
+        self._halt()
 
 
 def lab_view(controllers: Controllers, wire: BGPWire, *, router: str) -> Callable[[], Wanted]:

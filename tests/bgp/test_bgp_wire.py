@@ -29,6 +29,7 @@ from migrate.lab.bgp_wire import (
     session_prefix,
     why_no_bgp_wire,
 )
+from tests.wire import built_wire
 
 pytestmark = pytest.mark.wire
 
@@ -36,26 +37,11 @@ NODES = ("node-a", "node-b")
 PREFIX = "203.0.113.1/32"
 
 
-def build(wire: BGPWire) -> Iterator[BGPWire]:
-    """Build ``wire`` for a fixture (skip where it cannot be), always torn down after."""
-    reason = why_no_bgp_wire()
-    if reason:
-        pytest.skip(reason)
-    try:
-        wire.build()
-    except subprocess.CalledProcessError as error:
-        wire.destroy()
-        pytest.skip(f"cannot build network namespaces here: {error.stderr.strip()}")
-    try:
-        yield wire
-    finally:
-        wire.destroy()
-
-
 @pytest.fixture
 def bgp_wire(tmp_path: Path) -> Iterator[BGPWire]:
     """Two nodes and the router."""
-    yield from build(BGPWire(NODES, tmp_path, router_asn=64513, prefix=f"{session_prefix()}w"))
+    yield from built_wire(BGPWire(NODES, tmp_path, router_asn=64513,
+                                  prefix=f"{session_prefix()}w"), why_no_bgp_wire)
 
 
 def speaker(wire: BGPWire, node: str, stack: str, *prefixes: str) -> Speaker:
@@ -126,7 +112,7 @@ def test_two_speakers_cannot_peer_from_one_node_address(bgp_wire: BGPWire) -> No
 
 def test_teardown_leaves_no_namespace_and_no_daemon(tmp_path: Path) -> None:
     wire = BGPWire(NODES, tmp_path, router_asn=64513, prefix=f"{session_prefix()}t")
-    for built in build(wire):
+    for built in built_wire(wire, why_no_bgp_wire):
         both = {"node-a": speaker(built, "node-a", METALLB, PREFIX),
                 "node-b": speaker(built, "node-b", CILIUM, PREFIX)}
         built.apply(both)

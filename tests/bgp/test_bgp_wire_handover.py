@@ -12,7 +12,6 @@ namespaces this test creates."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from migrate.lab.store import Clock, Store
 from migrate.plan.api import make_plan
 from migrate.sources.live import read_live
 from tests.engine.conftest import CLUSTERS, Cluster, _served
+from tests.wire import built_wire
 
 pytestmark = pytest.mark.wire
 
@@ -78,9 +78,6 @@ class PacedWire:
 
 @pytest.fixture
 def paced_wire(tmp_path: Path) -> Iterator[PacedWire]:
-    reason = why_no_bgp_wire()
-    if reason:
-        pytest.skip(reason)
     scenario = CLUSTERS / SCENARIO
     store, skipped = Store.from_snapshot([scenario], Clock.manual())
     assert not skipped, skipped
@@ -93,11 +90,9 @@ def paced_wire(tmp_path: Path) -> Iterator[PacedWire]:
                    node_asns=dict.fromkeys(LAB_NODES, expected[0]) if len(expected) == 1
                    else None, prefix=f"{session_prefix()}h")
     started: list[BGPFollower | LabPacer] = []
+    built = built_wire(wire, why_no_bgp_wire)
     try:
-        try:
-            wire.build()
-        except subprocess.CalledProcessError as error:
-            pytest.skip(f"cannot build network namespaces here: {error.stderr.strip()}")
+        next(built)
         follower = BGPFollower(wire, lab_view(controllers, wire, router=ROUTER)).start()
         started.append(follower)
         pacer = LabPacer(controllers, rate=RATE, hold=lambda: not follower.caught_up()).start()
@@ -106,7 +101,7 @@ def paced_wire(tmp_path: Path) -> Iterator[PacedWire]:
     finally:
         for each in reversed(started):
             each.stop()
-        wire.destroy()
+        built.close()  # tears the wire down
         cluster.stop()
 
 
