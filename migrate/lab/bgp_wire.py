@@ -28,8 +28,9 @@ closed ("Connection collision"). So on one node only one of the two daemons peer
 the wire configures the neighbour in exactly the daemon whose session the lab says is
 Established, and nowhere else (:func:`wanted_speakers`). bird connects to the nodes (``connect
 retry time 1``) and gobgpd listens for it, because GoBGP waits 5 to 9 s before its own first
-connection attempt (``minConnectRetryInterval``, ``pkg/server/fsm.go``); FRR's bgpd does not
-listen (``-p 0``) and connects to the router itself, within about a second.
+connection attempt (``minConnectRetryInterval``, osrg/gobgp ``pkg/server/fsm.go``, vendored by
+Cilium); FRR's bgpd does not listen (``-p 0``) and connects to the router itself, within about
+a second.
 
 Addresses come from 198.19.64.0/24 (inside RFC 2544's 198.18.0.0/15, apart from the ARP wire's
 198.18.0.0/24 and 198.18.1.0/24) and exist only in these namespaces; the lab's node and router

@@ -122,7 +122,8 @@ def test_teardown_leaves_no_namespace_and_no_daemon(tmp_path: Path) -> None:
         built.destroy()
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                                 check=True).stdout.split()
-        assert [name for name in listed if name.startswith(wire.prefix)] == []
+        # None of this session's BGP wires is left (other tests' wires are torn down too).
+        assert [name for name in listed if name.startswith(session_prefix())] == []
         for pid in pids:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
