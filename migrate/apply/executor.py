@@ -135,12 +135,24 @@ def stale_objects(kube: Kube, plan: Plan, stage: Stage, *, resuming: bool,
             if now is not None and now != action.after:
                 problems.append(f"{key} already exists with another content")
             continue
-        if now == action.before:
+        if now == action.before or _given_an_ip_by_lbipam(plan, stage, action, now):
             continue
         if resuming and now in results[key]:
             continue
         problems.append(f"{key} changed since the plan was made")
     return problems
+
+
+def _given_an_ip_by_lbipam(plan: Plan, stage: Stage, action: Action, now: Obj | None) -> bool:
+    """A Service the plan saw pending (no IP) that has an IP now, and nothing else changed,
+    once LB-IPAM allocates: after the handover it gives every LoadBalancer Service a pool
+    selects an IP (cilium/cilium operator/pkg/lbipam/lbipam.go), pending ones included. That
+    is no reason to refuse the later stages (I1 covers the Services that had IPs)."""
+    before = action.before
+    if (stage.number <= _ipam_stage_number(plan) or now is None or before is None
+            or action.target.kind != "Service" or before.get("ips") or not now.get("ips")):
+        return False
+    return {**now, "ips": []} == before
 
 
 def _ipam_stage_number(plan: Plan) -> int:
