@@ -12,6 +12,7 @@ import pytest
 
 from migrate.apply.executor import apply_stage
 from migrate.plan.api import make_plan
+from migrate.plan.views import ingress_ips
 from migrate.sources.live import read_live
 from migrate.sources.snapshot import read_snapshot
 from tests.conftest import REPO
@@ -74,6 +75,15 @@ def test_the_pair_migrates_keeping_every_ip(tmp_path: Path, pair: Pair,
     for ips in plan.expected_ips.values():
         for ip in ips:
             assert announced[ip].cilium_nodes and not announced[ip].metallb_nodes, ip
+    if pair.pending:
+        # MetalLB left it pending; LB-IPAM gives it a free address of the pool, as the plan
+        # said (ip-unknown: "Cilium will allocate a new address").
+        pending = cluster.kube.get("v1", "Service", "new-app", "shop")
+        (given,) = ingress_ips(pending)
+        assert given.startswith("192.168.105.")
+        assert given not in {ip for ips in plan.expected_ips.values() for ip in ips}
+        assert any(f.code == "ip-unknown" and f.obj == "Service shop/new-app"
+                   for f in plan.findings)
 
 
 def test_the_readme_lists_the_pairs_that_block(tmp_path: Path) -> None:
