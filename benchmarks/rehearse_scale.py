@@ -50,6 +50,9 @@ def show(title: str, elapsed: float, peak: float, report: dict[str, object]) -> 
     verdict = report["verdict"]
     assert isinstance(verdict, dict)
     print(f"  verdict: {verdict['summary']}")
+    first = verdict.get("first")
+    if isinstance(first, dict):
+        print(f"  first failure: {first.get('check')} {first.get('object')}: {first.get('detail')}")
     print(f"  {'phase':<9} {'stage':<15} {'requests':>8} {'twin':>9} {'expected':>9}")
     stages = report["stages"]
     assert isinstance(stages, list)
