@@ -20,6 +20,7 @@ import yaml
 from migrate.apply.executor import apply_stage
 from migrate.apply.rollback import rollback
 from migrate.errors import ClusterError, VerificationError
+from migrate.guards import GUARDS, NAMES, disabled
 from migrate.plan.api import make_plan
 from migrate.plan.model import Plan
 from migrate.sources.live import read_live
@@ -374,3 +375,14 @@ def test_before_metallb_0_14_a_rollback_with_a_pending_service_is_a_finding(
     with pytest.raises(VerificationError, match="shop/web has no IP"):
         rollback(cluster.kube, plan, options=cluster.options())
     assert "shop/web" in emptied(cluster, plan)
+
+
+def test_every_guard_has_a_hazard_test() -> None:
+    """Each guard of migrate/guards.py is turned off by some test of tests/engine, which shows
+    what happens without it; an unknown name is refused."""
+    tests = "".join(path.read_text() for path in Path(__file__).parent.glob("test_*.py"))
+    untested = [name for name in NAMES if f'unless(guarded, "{name}")' not in tests]
+    assert untested == []
+    with pytest.raises(ValueError, match="no such guard: nope"), disabled("nope"):
+        pass
+    assert all(getattr(GUARDS, name) for name in NAMES)
