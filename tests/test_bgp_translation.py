@@ -332,6 +332,11 @@ def test_legacy_configmap_with_peers_is_not_deleted(tmp_path: Path) -> None:
     assert not {s["name"] for s in plan["stages"]} & {"bgp-prepare", "bgp-handover"}
     codes = {f["code"]: f for f in plan["findings"]}
     assert "legacy configuration" in codes["bgp-left-to-metallb"]["message"]
+    # Its speakers also announce over BGP: parking them for the ARP hand-over would withdraw
+    # every route, so the plan blocks and says how to get out of the legacy configuration.
+    blocker = codes["legacy-l2-and-bgp"]
+    assert blocker["severity"] == "ERROR" and "configmaptocrs" in blocker["message"]
+    assert result.exit_code == 3
 
 
 # -- input MetalLB would refuse -------------------------------------------------------------

@@ -10,8 +10,9 @@ the tests and ``benchmarks/arp_scale.py``, and adds what only pytest needs. Fixt
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -44,10 +45,20 @@ __all__ = [
 ]
 
 
-def built_wire(wire: Wire) -> Iterator[Wire]:
-    """Build a wire for a fixture to yield, skip when namespaces cannot be made, and always
-    tear it down by name."""
-    reason = why_no_wire()
+class _Buildable(Protocol):
+    def build(self) -> Any: ...
+
+    def destroy(self) -> None: ...
+
+
+_W = TypeVar("_W", bound=_Buildable)
+
+
+def built_wire(wire: _W, why_not: Callable[[], str | None] = why_no_wire) -> Iterator[_W]:
+    """Build a wire (``Wire``, or anything with ``build`` and ``destroy``, such as the BGP
+    wire with ``why_not=why_no_bgp_wire``) for a fixture to yield, skip when ``why_not`` gives
+    a reason or namespaces cannot be made, and always tear it down by name."""
+    reason = why_not()
     if reason:
         pytest.skip(reason)
     try:

@@ -46,6 +46,7 @@ from migrate.apply.waits import (
     SilentReporter,
     arp_silent_check,
     check_i1,
+    daemonset_joined_check,
     leases_released_check,
     replicas_check,
     wait_until,
@@ -247,9 +248,14 @@ class _Undo:
             with self.bypass(bool(metallb)):
                 for target, original in metallb:
                     self.recreate(target, original)
+            legacy = [(t, o) for t, o in objects if t.kind == "ConfigMap" and o is not None]
             for target, original in objects:
                 if target.kind == "DaemonSet" and original is not None:
                     self.restore_node_selector(target, original)
+                    if legacy:
+                        self.wait_speakers_joined(target)
+            for target, original in legacy:
+                self.recreate(target, original)
         elif name == "bgp-prepare":
             undo_prepare(self, backup)
         elif name == "bgp-handover":
@@ -290,6 +296,18 @@ class _Undo:
             wait_until(arp_silent_check(interface, ips),
                        f"nobody answers ARP for the {len(ips)} IP(s) on {interface}", 120,
                        self.options.waits, self.reporter)
+
+    def wait_speakers_joined(self, target: Target) -> None:
+        """Before a legacy configuration returns: every un-parked speaker runs and they know of
+        each other, so they agree on one announcer per Service from their first config (a
+        speaker alone in its memberlist announces every Service)."""
+        if self.dry:
+            return
+        settle = float(self.plan.context.get("memberlistSettle", 10.0))
+        wait_until(daemonset_joined_check(self.kube, target.to_dict(), settle=settle,
+                                          options=self.options.waits),
+                   f"every speaker of {target.key} runs and has joined the others", 180,
+                   self.options.waits, self.reporter)
 
     def restore_node_selector(self, target: Target, original: Obj) -> None:
         want = (((original.get("spec") or {}).get("template") or {}).get("spec") or {}).get(

@@ -232,6 +232,42 @@ def pods_gone_check(kube: Kube, target: Mapping[str, Any]) -> Callable[
     return check
 
 
+def daemonset_joined_check(kube: Kube, target: Mapping[str, Any], *, settle: float,
+                           options: WaitOptions) -> Callable[[], tuple[bool, str, int, int]]:
+    """Every pod a DaemonSet should run is ready (its status, for the current generation,
+    and no pod of it still Terminating), then ``settle`` seconds more for its processes to
+    find each other (MetalLB's speakers form a memberlist when they start)."""
+    ready_since: list[float] = []
+
+    def check() -> tuple[bool, str, int, int]:
+        body = kube.get(str(target.get("apiVersion") or "apps/v1"), str(target["kind"]),
+                        target["name"], target.get("namespace"))
+        status = body.get("status") or {}
+        generation = int((body.get("metadata") or {}).get("generation") or 0)
+        desired = int(status.get("desiredNumberScheduled") or 0)
+        ready = int(status.get("numberReady") or 0)
+        updated = int(status.get("updatedNumberScheduled") or 0)
+        current = int(status.get("observedGeneration") or 0) >= generation
+        terminating = [p for p in workload_pods(kube, body)
+                       if (p.get("metadata") or {}).get("deletionTimestamp")]
+        if not (current and desired and ready >= desired and updated >= desired
+                and not terminating):
+            ready_since.clear()
+            detail = f"{ready}/{desired} ready" + (
+                f", {len(terminating)} terminating" if terminating else "")
+            return False, detail, min(ready, desired), max(desired, 1)
+        if not ready_since:
+            ready_since.append(options.clock())
+        waited = options.clock() - ready_since[0]
+        if waited < settle * options.timeout_scale:
+            return (False, f"{ready}/{desired} ready; {waited:.1f}s of"
+                    f" {settle * options.timeout_scale:.1f}s for them to know of each other",
+                    ready, desired)
+        return True, f"{ready}/{desired} ready", ready, desired
+
+    return check
+
+
 def _condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     conditions = (obj.get("status") or {}).get("conditions") or []
     return next((c for c in conditions if c.get("type") == kind), None)

@@ -82,6 +82,19 @@ def _wanted_status(obj: Obj) -> Obj:
             "updatedReplicas": replicas}
 
 
+def _status_only(old: Obj | None, new: Obj) -> bool:
+    """Whether an update changed nothing but the status (and the resourceVersion)."""
+    if old is None:
+        return False
+
+    def rest(obj: Obj) -> Obj:
+        meta = {k: v for k, v in _meta(obj).items() if k not in ("resourceVersion",
+                                                                  "managedFields")}
+        return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta}
+
+    return rest(old) == rest(new)
+
+
 def sync_deployment_status(store: Store, obj: Obj) -> None:
     """Make a Deployment whose pods are not modelled report ``spec.replicas`` ready."""
     managed = _MANAGED.get(store)
@@ -348,6 +361,8 @@ class PodController:
             if rule is None:
                 return
             obj = event.obj
+            if event.type == "MODIFIED" and _status_only(event.old, obj):
+                return  # its own status write: nothing the controller acts on changed
             if event.type == "DELETED":
                 self._react(lambda: self._workload_deleted(_key(obj)))
             else:
@@ -400,8 +415,8 @@ class PodController:
             owner, rule = state.owner, state.rule
             if self.runtime.timing.replace_deleted_pods:
                 self._react(lambda: self._workload_changed(rule, owner))
-            elif rule.kind == "Deployment":
-                self._react(lambda: self._write_status(rule, owner))
+            else:
+                self._react(lambda: self._owner_changed(rule, owner))
 
     def _collect_owned(self, uid: str) -> None:
         """The garbage collector: objects owned by a deleted pod go too (the speakers'
@@ -457,6 +472,7 @@ class PodController:
         for state in active:
             if state.node not in eligible:
                 self._terminate(state)
+        self._write_daemonset_status(key, eligible)
 
     # ----------------------------------------------------------------- pods
 
@@ -537,8 +553,8 @@ class PodController:
             pod = self.runtime.store.update(pod, subresource="status", manager=KUBELET)
         state.spec_source = pod
         self._run(state)
-        if state.owner is not None and state.rule.kind == "Deployment":
-            self._write_status(state.rule, state.owner)
+        if state.owner is not None:
+            self._owner_changed(state.rule, state.owner)
 
     def _run(self, state: PodState) -> None:
         from migrate.lab.models._common import Process
@@ -574,8 +590,8 @@ class PodController:
                 state.grace * fraction, lambda: self._exited(state), label=f"exit {state.name}")
         else:
             self._exited(state)
-        if state.owner is not None and state.rule.kind == "Deployment":
-            self._write_status(state.rule, state.owner)
+        if state.owner is not None:
+            self._owner_changed(state.rule, state.owner)
 
     def _exited(self, state: PodState) -> None:
         """The process has exited: the kubelet removes the pod."""
@@ -592,10 +608,53 @@ class PodController:
             self.runtime.store.delete("", "Pod", state.name, state.namespace, manager=KUBELET)
         except ApiError:
             self._deleting.discard(key)
-        if state.owner is not None and state.rule.kind == "Deployment":
-            self._write_status(state.rule, state.owner)
+        if state.owner is not None:
+            self._owner_changed(state.rule, state.owner)
 
-    # ----------------------------------------------------------------- Deployment status
+    # ----------------------------------------------------------------- workload status
+
+    def _owner_changed(self, rule: WorkloadRule, key: tuple[str, str]) -> None:
+        """A pod of ``key`` started, began terminating or exited: its owner's status follows."""
+        if rule.kind == "Deployment":
+            self._write_status(rule, key)
+            return
+        workload = self.runtime.master.get("apps", "DaemonSet", key[1], key[0])
+        if workload is not None:
+            template = _template_spec(workload)
+            self._write_daemonset_status(key, {str(_meta(n).get("name")) for n in self._nodes()
+                                               if node_selector_matches(template, n)})
+
+    def _write_daemonset_status(self, key: tuple[str, str], eligible: set[str]) -> None:
+        """What the DaemonSet controller reports (pkg/controller/daemon/daemon_controller.go,
+        updateDaemonSetStatus): nodes that should run a pod, those that do, ready ones; the
+        first four are always present, the others omitted when 0."""
+        store = self.runtime.store
+        current = store.try_get("apps", "DaemonSet", key[1], key[0])
+        if current is None:
+            return
+        active = [s for s in self._owned(key) if not s.terminating]
+        scheduled = [s for s in active if s.node in eligible]
+        ready = sum(1 for s in scheduled if s.running)
+        status: Obj = {"currentNumberScheduled": len(scheduled),
+                       "numberMisscheduled": len(active) - len(scheduled),
+                       "desiredNumberScheduled": len(eligible), "numberReady": ready,
+                       "observedGeneration": int(_meta(current).get("generation") or 1)}
+        for field_name, count in (("updatedNumberScheduled", len(scheduled)),
+                                  ("numberAvailable", ready),
+                                  ("numberUnavailable", max(0, len(eligible) - ready))):
+            if count:
+                status[field_name] = count
+        self._store_status(current, status, "daemonsets/status")
+
+    def _store_status(self, current: Obj, status: Obj, resource: str) -> None:
+        """Write a workload's status as its controller does (unless it is already so)."""
+        if current.get("status") == status:
+            return
+        current["status"] = status
+        _meta(current).pop("resourceVersion", None)
+        self._api("UPDATE", resource, str(_meta(current).get("name")))
+        with contextlib.suppress(ApiError):
+            self.runtime.store.update(current, subresource="status", manager=MANAGER)
 
     def _write_status(self, rule: WorkloadRule, key: tuple[str, str]) -> None:
         """What the Deployment controller reports from its ReplicaSet: non-terminating pods
@@ -636,13 +695,7 @@ class PodController:
                 "lastTransitionTime": stamp if changed
                 else before.get("lastTransitionTime", stamp)})
         status["conditions"] = conditions
-        if old == status:
-            return
-        current["status"] = status
-        _meta(current).pop("resourceVersion", None)
-        self._api("UPDATE", "deployments/status", key[1])
-        with contextlib.suppress(ApiError):
-            store.update(current, subresource="status", manager=MANAGER)
+        self._store_status(current, status, "deployments/status")
 
 
 def _max_unavailable(deployment: Obj, replicas: int) -> int:

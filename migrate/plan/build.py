@@ -52,6 +52,10 @@ METALLB_RELOAD_SECONDS = 5.0
 """How long l2-cutover gives MetalLB's speakers to drop a Service where MetalLB writes no
 ServiceL2Status (before 0.14.6): each speaker reloads its configuration on its own a moment
 after the change (real-clusters.md §2); this bounds that moment."""
+MEMBERLIST_SETTLE_SECONDS = 10.0
+"""After every un-parked speaker is ready, the time they take to know of each other before a
+legacy configuration returns (memberlist joins the other speakers' pods at start,
+``internal/speakerlist/speakerlist.go``; its LAN gossip converges within seconds)."""
 CILIUM_RELEASE_SETTLE_SECONDS = 1.0
 """After Cilium's agents release their leases, the time their datapath entries take to go
 (the L2 announcer releases the lease first, pkg/l2announcer/l2announcer.go)."""
@@ -571,6 +575,33 @@ class _Builder:
             ))
         return actions
 
+    def _legacy_configmap_deletes(self) -> list[Action]:
+        """The legacy ConfigMap goes while the speakers are parked, so that on the way back they
+        all run, and know of each other, before any of them has a configuration again.
+
+        A speaker that starts alone is the whole memberlist: it announces every Service until
+        it hears of the others (``internal/speakerlist/speakerlist.go``), so speakers un-parked
+        one by one with their configuration in place answer the same IP from several nodes.
+        A speaker with no ConfigMap announces nothing (before v0.13 a missing configuration is
+        refused, ``speaker/main.go`` SetConfig). Peers in it mean BGP: that case is refused
+        (see :meth:`cutover`), so no password reaches a plan or a backup.
+        """
+        actions = []
+        for body in self.snapshot.find("v1", "ConfigMap"):
+            metadata = body.get("metadata") or {}
+            origin = f"(ConfigMap {metadata.get('namespace')}/{metadata.get('name')})"
+            if not any(origin in source for source in self.snapshot.legacy_sources) \
+                    or self.snapshot.bgp_peers:
+                continue
+            obj = creatable(body)
+            actions.append(Action(
+                "delete", Target.of(obj), "MetalLB's legacy configuration goes while its"
+                " speakers are stopped; a rollback brings it back once every speaker runs"
+                " again and they know of each other", before=view(obj), body=obj))
+        if actions:
+            self.context["memberlistSettle"] = MEMBERLIST_SETTLE_SECONDS
+        return actions
+
     def cutover_silence(self) -> tuple[float, float]:
         """How long each IP is expected to go unanswered at the hand-over, in seconds."""
         retry = go_duration_seconds(find_cilium(self.snapshot).setting(
@@ -678,6 +709,13 @@ class _Builder:
         parked: Obj | None = None
         if any(ad.implied for ad in self.snapshot.l2_advertisements):
             speaker = metallb_speaker(self.snapshot)
+            if self.snapshot.bgp_peers and self.bgp is None:
+                self.error("legacy-l2-and-bgp", "MetalLB legacy configuration", "it announces"
+                           " over layer 2 and BGP with the same speakers, and a legacy"
+                           " configuration has no L2Advertisement to delete: stopping the"
+                           " speakers for the ARP hand-over would withdraw every BGP route."
+                           " Convert it to MetalLB's resources first (MetalLB 0.13 or later"
+                           " and its configmaptocrs tool), then plan again.")
             if speaker is None:
                 self.error("metallb-speaker-missing", "DaemonSet speaker", "MetalLB's speaker"
                            " DaemonSet was not found; a legacy configuration announces with no"
@@ -701,6 +739,8 @@ class _Builder:
         handed = sorted(pin.key for pin in self.translation.pins
                         if pin.ips and pin.key not in canary)
         actions += self._metallb_release(handed, parked)
+        if parked is not None:
+            actions += self._legacy_configmap_deletes()
         actions += self._policy_creates([p for p in self.translation.policies
                                          if p["metadata"]["name"] not in self.canary_policies])
         if self.translation.policies:
@@ -754,17 +794,6 @@ class _Builder:
             ))
         if self.bgp is not None:
             actions += self.bgp.decommission_actions()
-        for body in self.snapshot.find("v1", "ConfigMap"):
-            metadata = body.get("metadata") or {}
-            origin = f"(ConfigMap {metadata.get('namespace')}/{metadata.get('name')})"
-            # Peers in it mean BGP, left to MetalLB: the ConfigMap stays (and its passwords
-            # stay out of the plan and of the backups).
-            if not any(origin in source for source in self.snapshot.legacy_sources) or kept \
-                    or self.snapshot.bgp_peers:
-                continue
-            obj = creatable(body)
-            actions.append(Action("delete", Target.of(obj), "MetalLB's legacy configuration is"
-                                  " no longer used", before=view(obj), body=obj))
         for pin in self.translation.pins:
             if pin.pool in kept_bgp:
                 continue

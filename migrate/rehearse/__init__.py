@@ -122,7 +122,7 @@ def rehearse_snapshot(folder: str | Path, options: RehearseOptions, reporter: Re
     twin = start_twin(folder, seed=options.seed, time_scale=options.scale,
                       virtual=options.virtual)
     with twin:
-        timing = "realistic" if hasattr(twin.controllers, "record") else "instant"
+        timing = twin.controllers.timing.name
         reporter.event(f"twin started ({len(twin.store.list('', 'Service'))} Services,"
                        f" {time_mode} time)")
         plan = _twin_plan(twin, options, source)
@@ -136,10 +136,6 @@ def rehearse_snapshot(folder: str | Path, options: RehearseOptions, reporter: Re
                 f"the twin settles {SETTLE:g}s (twin time) after each stage before the checks",
                 f"expected real durations count {API_ROUND_TRIP * 1000:g} ms per API request",
             ])
-        if timing == "instant":
-            report.assumptions.append(
-                "the lab's models react in the tick of each change (no reaction delays, no"
-                " grace periods): silences and durations are lower bounds")
         if source_plan is not None and _plan_content(source_plan) != _plan_content(plan):
             report.fidelity.append(
                 "the plan made on the twin differs from the plan of the source: the twin may"

@@ -46,7 +46,8 @@ STATE_PREFIX = "lbmigrate-"
 
 def comparable(obj: Obj) -> Obj:
     """An object without what the server and the controllers own: the part a rollback must
-    give back exactly (conditions and Deployment status are the controllers')."""
+    give back exactly (conditions and Deployment and DaemonSet status are the
+    controllers')."""
     out = copy.deepcopy(obj)
     for key in IGNORED_META:
         out["metadata"].pop(key, None)
@@ -59,7 +60,7 @@ def comparable(obj: Obj) -> Obj:
     status = out.get("status")
     if isinstance(status, dict):
         status.pop("conditions", None)
-        if out.get("kind") == "Deployment":
+        if out.get("kind") in ("Deployment", "DaemonSet"):
             out.pop("status")
     return out
 

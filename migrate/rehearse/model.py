@@ -178,7 +178,7 @@ class RehearsalReport:
     time: str
     """``virtual`` or ``real (time scale X)``."""
     timing: str
-    """The lab's timing: ``instant`` (today's lab) or ``realistic``."""
+    """The lab's timing (``realistic``: every process with its own delays)."""
     cilium_version: str = ""
     canary: str | None = None
     plan_fingerprint: str = ""

@@ -10,19 +10,15 @@ start of a stage, so a stage's share can be read back):
 - the **request log** of each API door (what one client sent, in order): writes per stage,
   the expected duration, the fault points of ``--chaos``.
 
-On the lab of today the models keep no announcement record, so :class:`AnnouncementObserver`
-builds one: it rides along as the last model and samples ``Controllers.announcements()`` after
-every event that can change it. The asynchronous lab keeps its own record
-(``Controllers.record``, changes of the same shape); :func:`announcement_source` uses it when
-it is there, and then the observer goes.
+The lab keeps the announcement record itself (``Controllers.record``), at the moment each
+model changes who answers.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from migrate.lab.models import Controllers
@@ -101,94 +97,10 @@ class Mark:
 
 
 class AnnouncementSource(Protocol):
-    """Where announcement changes come from (the observer, or the lab's own record)."""
+    """Where announcement changes come from (the lab's record)."""
 
     @property
     def changes(self) -> Sequence[Any]: ...
-
-
-class AnnouncementObserver:
-    """Builds the announcement record on a lab whose models keep none (see the module doc).
-
-    Registered as the last model of the controllers, it notes each event that can change who
-    answers (not lease renewals, workload status or migrate's own ConfigMaps); the record is
-    sampled after the models have handled a batch of events (after each client request on
-    virtual time, after each round on a real clock) and whenever the twin's time moves. A
-    state that begins and ends inside one batch is not seen: on this lab that is one API
-    write and its consequences, handled in a single tick.
-    """
-
-    name = "announcement-observer"
-    manager = "lab-observer"
-
-    def __init__(self, controllers: Controllers) -> None:
-        self.controllers = controllers
-        self.changes: list[AnnouncementChange] = []
-        self._last: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        self._dirty = True
-        self._lock = threading.Lock()  # the models' thread and the rehearsal's both sample
-        self.sample()
-
-    # -- the Model protocol the controllers drive ----------------------------------------------
-    enabled = True
-
-    def handle(self, event: Any) -> None:
-        """Note an event that may change who answers."""
-        _, kind = event.group_kind
-        if kind in ("Deployment", "ServiceL2Status", "CiliumLoadBalancerIPPool",
-                    "ValidatingWebhookConfiguration", "Event"):
-            return
-        if kind == "ConfigMap" and str((event.obj.get("metadata") or {}).get(
-                "name", "")).startswith("lbmigrate-"):
-            return
-        if kind == "Lease" and event.type == "MODIFIED" and event.old is not None and (
-                (event.obj.get("spec") or {}).get("holderIdentity")
-                == (event.old.get("spec") or {}).get("holderIdentity")):
-            return
-        self._dirty = True
-
-    def next_deadline(self) -> float | None:
-        return None
-
-    def on_time(self, now: float) -> None:
-        return None
-
-    def set_enabled(self, enabled: bool) -> None:
-        return None
-
-    def start(self) -> None:
-        return None
-
-    def stop(self) -> None:
-        return None
-
-    # -- sampling ------------------------------------------------------------------------------
-    def sample(self) -> None:
-        """Record every IP whose answerers differ from the last sample (if anything that can
-        change them happened since)."""
-        with self._lock:
-            if not self._dirty:
-                return
-            self._dirty = False
-            now = self.controllers.store.clock.now()
-            view = {ip: (tuple(a.metallb_nodes), tuple(a.cilium_nodes))
-                    for ip, a in self.controllers.announcements().items()}
-            for ip in sorted(set(view) | set(self._last)):
-                who = view.get(ip, ((), ()))
-                if self._last.get(ip, ((), ())) != who:
-                    self.changes.append(AnnouncementChange(now, ip, *who))
-            self._last = {ip: who for ip, who in view.items() if who != ((), ())}
-
-
-def announcement_source(controllers: Controllers) -> tuple[AnnouncementSource, Callable[[], None]]:
-    """The lab's announcement record and a function that samples it now: the asynchronous
-    lab's own (``Controllers.record``; nothing to sample), else an observer registered here."""
-    record = getattr(controllers, "record", None)
-    if record is not None and hasattr(record, "changes"):
-        return record, lambda: None
-    observer = AnnouncementObserver(controllers)
-    cast(Any, controllers).models.append(observer)  # a duck-typed Model, the last one
-    return observer, observer.sample
 
 
 class LabRecords:
@@ -197,11 +109,12 @@ class LabRecords:
     def __init__(self, store: Store, controllers: Controllers) -> None:
         self.store = store
         self.controllers = controllers
-        self._announcements, self._sample = announcement_source(controllers)
+        self._announcements: AnnouncementSource = controllers.record
 
     def sample(self) -> None:
-        """Bring the announcement record up to date (the observer samples at events only)."""
-        self._sample()
+        """Bring the records up to date: the lab keeps its announcement record as its models
+        change who answers, so there is nothing to sample (kept for the rehearsal's drivers,
+        which call it after each round)."""
 
     def mark(self) -> Mark:
         """Where every record is now."""

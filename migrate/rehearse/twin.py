@@ -28,14 +28,13 @@ client's requests never reach the store again).
 
 from __future__ import annotations
 
-import inspect
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from migrate.apply.executor import ApplyOptions
 from migrate.apply.waits import WaitOptions
@@ -208,15 +207,9 @@ def _drive(twin: Twin) -> None:
 
 
 def _controllers(store: Store, *, seed: int, time_scale: float) -> Controllers:
-    """The models over ``store``: the asynchronous, versioned lab where it exists (each
-    process with its own seeded delay, version bands read from the snapshot's images), else
-    the lab of today, which reacts in the tick of each change whatever the seed."""
-    accepted = inspect.signature(build_controllers).parameters
-    if "timing" in accepted:
-        build: Any = build_controllers
-        return cast(Controllers, build(store, timing="realistic", seed=seed,
-                                       time_scale=time_scale))
-    return build_controllers(store)
+    """The models over ``store``: the asynchronous, versioned lab (each process with its own
+    seeded delay, version bands read from the snapshot's images)."""
+    return build_controllers(store, timing="realistic", seed=seed, time_scale=time_scale)
 
 
 def start_twin(snapshot_dir: str | Path, *, seed: int = 0, time_scale: float = 1.0,

@@ -29,7 +29,7 @@ from tests import fuzzing
 from tests.engine.conftest import Cluster, ClusterFactory, fast_options
 from tests.helpers import run_cli
 
-MUTATED_PLANS = 300
+MUTATED_PLANS = 120
 RESIGNED_PLANS = 300
 SEED = 7
 

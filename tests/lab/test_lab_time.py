@@ -286,3 +286,35 @@ def test_the_record_tells_the_cutover_silence_and_the_overlaps() -> None:
     lab.advance(10)
     both = lab.record.overlaps(same_node_counts=True)
     assert both and both[-1].end is None and both[-1].ip == "192.0.2.3"
+
+
+def _park(store: Store, parked: bool) -> None:
+    selector = {"lbmigrate.io/paused": "true"} if parked else None
+    replace_workload(store, daemonset("speaker", "metallb-system", SPEAKER_LABELS, grace=30,
+                                      image="quay.io/metallb/speaker:v0.14.9",
+                                      node_selector=selector))
+
+
+def test_speakers_started_with_their_configuration_announce_an_ip_from_two_nodes_at_first(
+) -> None:
+    """A speaker that starts alone is the whole memberlist and announces everything until it
+    hears of the others: un-parking speakers whose configuration is in place puts two
+    announcers on the wire (what a legacy rollback must avoid). The DaemonSet's status
+    follows its pods as the DaemonSet controller writes it."""
+    store, lab = speaker_lab(seed=8)
+    _park(store, True)
+    lab.advance(40)
+    assert pods(store, "metallb-system", component="speaker") == []
+    status = store.get("apps", "DaemonSet", "speaker", "metallb-system")["status"]
+    assert (status["desiredNumberScheduled"], status["numberReady"]) == (0, 0)
+    unparked_at = lab.now()
+    _park(store, False)
+    lab.advance(1)
+    status = store.get("apps", "DaemonSet", "speaker", "metallb-system")["status"]
+    assert status["desiredNumberScheduled"] == 3 and status["numberReady"] < 3
+    lab.advance(30)
+    status = store.get("apps", "DaemonSet", "speaker", "metallb-system")["status"]
+    assert (status["numberReady"], status["numberAvailable"]) == (3, 3)
+    twice = [s for s in lab.record.overlaps() if s.start >= unparked_at]
+    assert twice, "speakers that start one by one each announce alone for a moment"
+    assert all(len(a.metallb_nodes) == 1 for a in lab.announcements().values())

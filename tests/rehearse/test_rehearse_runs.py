@@ -162,7 +162,7 @@ def test_a_real_clock_at_a_time_scale() -> None:
     """``--time-scale``: the twin on a real clock, the models in their own thread, the
     engine's polls scaled; the same verdict."""
     report = rehearse(RehearseOptions(time_scale=0.02), Progress(),
-                      from_paths=[str(CLUSTERS / "bgp-kinds")])
+                      from_paths=[str(CLUSTERS / "guide-single-pool")])
     assert report.time == "real (time scale 0.02)"
     assert report.verdict.status == "safe", report.verdict.to_json()
     handover = next(r for r in report.stages if r.stage == "ipam-handover")
