@@ -135,12 +135,26 @@ def stale_objects(kube: Kube, plan: Plan, stage: Stage, *, resuming: bool,
             if now is not None and now != action.after:
                 problems.append(f"{key} already exists with another content")
             continue
+        now = _without_an_ip_from_lbipam(plan, stage, action, now)
         if now == action.before:
             continue
         if resuming and now in results[key]:
             continue
         problems.append(f"{key} changed since the plan was made")
     return problems
+
+
+def _without_an_ip_from_lbipam(plan: Plan, stage: Stage, action: Action,
+                               now: Obj | None) -> Obj | None:
+    """``now`` without its IPs when the plan saw the Service pending (no IP) and the handover
+    is done: LB-IPAM then gives every LoadBalancer Service a pool selects an IP, pending ones
+    included (cilium/cilium operator/pkg/lbipam/lbipam.go), which is no reason to refuse the
+    later stages (I1 covers the Services that had IPs)."""
+    before = action.before
+    if (now is None or before is None or action.target.kind != "Service" or before.get("ips")
+            or not now.get("ips") or stage.number <= _ipam_stage_number(plan)):
+        return now
+    return {**now, "ips": []}
 
 
 def _ipam_stage_number(plan: Plan) -> int:

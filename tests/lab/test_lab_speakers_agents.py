@@ -155,6 +155,27 @@ def test_a_deleted_speaker_pod_takes_its_status_objects_with_it() -> None:
         lab.announcements()["192.0.2.3"].metallb_node]
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_speakers_service_l2_status_goes_only_once_it_stopped_answering(seed: int) -> None:
+    """speaker/layer2_controller.go DeleteBalancer: the responder lets go of the IP first
+    (internal/layer2/announcer.go), then onStatusChange deletes the ServiceL2Status, so the
+    status being gone means the wire is quiet (what the cutover waits for)."""
+    store = new_store("cluster", "metallb")
+    store.create(service("web", ips=("192.0.2.3",)))
+    lab = start_realistic(store, seed=seed, metallb_controller=False, cilium_lbipam=False,
+                          cilium_l2=False)
+    lab.advance(15)
+    assert store.list(METALLB, "ServiceL2Status", "metallb-system")
+    assert "192.0.2.3" in lab.announcements()
+    store.delete(METALLB, "L2Advertisement", "l2-all", "metallb-system")
+    for _ in range(500):
+        lab.advance(0.005)
+        if not store.list(METALLB, "ServiceL2Status", "metallb-system"):
+            break
+    assert not store.list(METALLB, "ServiceL2Status", "metallb-system")
+    assert "192.0.2.3" not in lab.announcements()
+
+
 def test_a_speaker_whose_node_lacks_the_named_interface_announces_nothing() -> None:
     """speaker/layer2_controller.go SetBalancer: "the specified interfaces used to announce LB
     IP don't exist": no announcement, no ServiceL2Status."""

@@ -367,7 +367,11 @@ class MetalLBSpeaker(Announcer):
             else:
                 ips = result.ips
         self.hand_to_datapath(key, ips)
-        self._sync_status(key, result)
+        # The status follows the announcer, never the other way round: SetBalancer and
+        # DeleteBalancer change the responder's set at once (internal/layer2/announcer.go),
+        # then call onStatusChange (speaker/layer2_controller.go), whose reconciler writes or
+        # deletes the ServiceL2Status. So a status that is gone means the wire is quiet.
+        self.process.in_order("datapath", 0.0, lambda: self._sync_status(key, result))
 
     # ----------------------------------------------------------------- ServiceL2Status
 
