@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from migrate.errors import ClusterError, VerificationError
+from migrate.guards import GUARDS
 from migrate.kube import Kube
 from migrate.plan.model import Plan
 from migrate.plan.views import ingress_ips
@@ -156,8 +157,11 @@ def workload_pods(kube: Kube, workload: Mapping[str, Any]) -> list[Obj]:
     selector = selector_text((workload.get("spec") or {}).get("selector"))
     if selector is None:
         return []
-    return list(kube.iter_list("v1", "Pod", namespace=meta.get("namespace"),
+    pods = list(kube.iter_list("v1", "Pod", namespace=meta.get("namespace"),
                                label_selector=selector))
+    if not GUARDS.terminating_pods:
+        return [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    return pods
 
 
 def _pods_left(pods: list[Obj]) -> str:
@@ -181,7 +185,8 @@ def replicas_check(kube: Kube, target: Mapping[str, Any], replicas: int, *,
     ``readyReplicas`` then, or its Available condition, never ``spec.replicas`` ready, which a
     Deployment may never reach (a 2-replica operator on one node runs 1 of 2 for good).
     """
-    wanted_ready, wanted_available = _recorded_readiness(before, replicas)
+    wanted_ready, wanted_available = _recorded_readiness(
+        before if GUARDS.recorded_readiness else None, replicas)
 
     def check() -> tuple[bool, str, int, int]:
         body = kube.get("apps/v1", "Deployment", target["name"], target.get("namespace"))
@@ -363,6 +368,8 @@ def metallb_released_check(kube: Kube, plan: Plan, services: Collection[str], *,
     started: list[float] = []
 
     def check() -> tuple[bool, str, int, int]:
+        if not GUARDS.metallb_released:
+            return True, "not awaited", len(wanted), len(wanted)
         if not started:
             started.append(options.clock())
         still = sorted(set(metallb_announcers(kube, plan.metallb_namespace)) & wanted)
@@ -399,6 +406,8 @@ def leases_released_check(kube: Kube, plan: Plan, services: Collection[str], *,
     released_at: list[float] = []
 
     def check() -> tuple[bool, str, int, int]:
+        if not GUARDS.cilium_released:
+            return True, "not awaited", len(wanted), len(wanted)
         now = options.clock()
         leases = {
             lease["metadata"]["name"]: lease

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from migrate.errors import InputError
+from migrate.guards import GUARDS
 from migrate.model.addresses import AddressRange, cilium_allocatable
 from migrate.model.findings import Finding, Severity, sort_findings
 from migrate.model.kube import METALLB_PREFIXES, Service
@@ -149,6 +150,8 @@ def metallb_read_prefixes(version: Version | None) -> tuple[str, ...]:
 def metallb_pin_prefixes(version: Version | None) -> tuple[str, ...]:
     """Where the pin is written: the prefix the installed controller reads, both when its
     version is unknown."""
+    if not GUARDS.pin_prefix:
+        return (NEW_PREFIX,)
     if version is None:
         return (NEW_PREFIX, LEGACY_PREFIX)
     return (NEW_PREFIX,) if version >= NEW_PREFIX_FROM else (LEGACY_PREFIX,)
@@ -351,7 +354,8 @@ class _Builder:
         Service holds; rolling back freeze-metallb restarts it (known-bugs.yaml)."""
         bug = next(b for b in known_bugs() if b.id == RESTART_BUG)
         version = self.metallb_version
-        if version is not None and not bug.affects(version):
+        if not GUARDS.metallb_restart_finding or (
+                version is not None and not bug.affects(version)):
             return
         lb_class = find_metallb(self.snapshot).lb_class
         pending = sorted(s.key for s in self.snapshot.services
@@ -487,6 +491,8 @@ class _Builder:
         fixed by the same #41122). So the plan blocks, naming each Service that could steal.
         """
         from migrate.model.selectors import matches
+        if not GUARDS.startup_race:
+            return
         # LB-IPAM runs in the operator: its image tells the release, else the agent's.
         install = find_cilium(self.snapshot)
         version = install.operator_version or install.version

@@ -8,6 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from migrate.guards import GUARDS
 from migrate.model.addresses import AddressRange, IPAddress
 from migrate.model.metallb import L2Advertisement
 from migrate.model.selectors import combine, matches
@@ -266,7 +267,7 @@ def check_client_rate_limit(ctx: Context) -> CheckResult:
     against its own ``k8s-client-qps``; the renew deadline does not enter the rate.
     """
     timings = lease_timings(ctx)
-    retry = timings.retry_period
+    retry = timings.retry_period if GUARDS.lease_load else timings.renew_deadline
     candidates = _lease_candidates(ctx)
     default_qps, default_burst, default_why = _default_rate_limit(ctx)
     qps = _number(ctx.setting("k8s-client-qps"), default_qps)
@@ -466,7 +467,7 @@ def check_l2_devices(ctx: Context) -> CheckResult:
                                   for i in missing)
                 found.errors.append(f"Not among Cilium's devices: {where}.")
                 found.missing.extend(missing)
-    if everywhere and devices:
+    if everywhere and devices and GUARDS.pool_devices:
         _pool_carriers(ctx, devices, everywhere, found)
         if not named:
             found.notes.insert(0, f"Cilium's devices are restricted to {' '.join(devices)};"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from migrate.errors import now_reading, reading
+from migrate.guards import GUARDS
 from migrate.model import metallb as mlb
 from migrate.model.addresses import (
     AddressRange,
@@ -160,7 +161,9 @@ class _Translator:
         self.bgp_pools: set[str] = set()
         # A pool's name is a DNS subdomain of up to 253 characters, a label value at most 63
         # [real-clusters §5]: the pool label carries a value the API server stores.
-        self.out.pool_labels = label_safe_values(pool.name for pool in snapshot.pools)
+        names = [pool.name for pool in snapshot.pools]
+        self.out.pool_labels = (label_safe_values(names) if GUARDS.label_safe_names
+                                else {name: name for name in names})
         if version.newer:
             self.finding(
                 Severity.WARNING, "cilium-version-newer", f"Cilium {version.newer}", None,

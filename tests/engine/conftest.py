@@ -11,20 +11,24 @@ realistic by default.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from migrate.apply.executor import ApplyOptions
+from migrate.apply.executor import ApplyOptions, apply_stage
 from migrate.apply.waits import WaitOptions
+from migrate.guards import Guards, disabled
 from migrate.kube import Kube, RetryPolicy
 from migrate.lab.models import Controllers, Timing, build_controllers
 from migrate.lab.server import LabServer
-from migrate.lab.store import Clock, Store
+from migrate.lab.store import Clock, StatusWrite, Store
+from migrate.plan.model import Plan
 from migrate.plan.views import ingress_ips
 from tests.conftest import TESTDATA
 
@@ -69,13 +73,16 @@ class Cluster:
         """Apply options whose waits run on this lab's time (see :meth:`waits`)."""
         return ApplyOptions(waits=self.waits(), **kwargs)  # type: ignore[arg-type]
 
+    def ip_changes(self, expected: Mapping[str, list[str]]) -> list[StatusWrite]:
+        """Every status write that changed or emptied the IPs of one of these Services."""
+        return [write for write in self.store.status_writes
+                if f"{write.namespace}/{write.name}" in expected and write.before
+                and sorted(write.after) != sorted(expected[f"{write.namespace}/{write.name}"])]
+
     def assert_ips_kept(self, expected: Mapping[str, list[str]], *, now: bool = True) -> None:
         """I1 as the lab saw it: no status write ever changed or emptied one of these Services'
         IPs, and (``now``) each has exactly them at this moment."""
-        for write in self.store.status_writes:
-            key = f"{write.namespace}/{write.name}"
-            if key in expected and write.before:
-                assert sorted(write.after) == sorted(expected[key]), write
+        assert self.ip_changes(expected) == []
         if not now:
             return
         services = {f"{s['metadata']['namespace']}/{s['metadata']['name']}": s
@@ -90,6 +97,46 @@ class Cluster:
         self.kube.close()
         self.server.stop()
         self.controllers.close()
+
+
+def altered_scenario(folder: Path, base: str,
+                     edits: Mapping[str, Sequence[tuple[str, str]]]) -> Path:
+    """A copy of testdata/clusters/``base`` in ``folder``, with each file's ``(old, new)``
+    replacements made (each ``old`` must be there); a file that does not exist is written
+    from the ``new`` of its one ``("", new)`` edit."""
+    shutil.copytree(CLUSTERS / base, folder)
+    for name, changes in edits.items():
+        path = folder / name
+        text = path.read_text() if path.exists() else ""
+        for old, new in changes:
+            assert old in text, (name, old)
+            text = text.replace(old, new) if old else text + new
+        path.write_text(text)
+    return folder
+
+
+def apply_through(cluster: Cluster, plan: Plan, last: str | None = None, *,
+                  settle: float = 5.0) -> None:
+    """Apply the plan's stages in order on the lab's time, up to and including ``last`` (all
+    when None), letting the lab settle ``settle`` seconds after each one applied now (those
+    applied before are passed over)."""
+    for stage in plan.stages:
+        result = apply_stage(cluster.kube, plan, stage.name, options=cluster.options())
+        assert result.outcome in ("applied", "already-applied"), stage.name
+        if result.outcome == "applied":
+            cluster.settle(settle)
+        if stage.name == last:
+            return
+
+
+GUARDED = pytest.mark.parametrize("guarded", [True, False], ids=["guarded", "unguarded"])
+"""Run a hazard test twice: as the engine is, and with the guard against the hazard off."""
+
+
+def unless(guarded: bool, *names: str) -> AbstractContextManager[Guards | None]:
+    """The guards ``names`` of :mod:`migrate.guards` turned off inside the block, unless
+    ``guarded``."""
+    return nullcontext() if guarded else disabled(*names)
 
 
 def fast_options(**kwargs: object) -> ApplyOptions:
