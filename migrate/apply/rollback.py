@@ -53,6 +53,7 @@ from migrate.apply.waits import (
 )
 from migrate.errors import BlockedError, MigrateError
 from migrate.kube import Kube
+from migrate.plan.build import MEMBERLIST_SETTLE_SECONDS
 from migrate.plan.model import Plan, Target
 from migrate.plan.views import creatable
 
@@ -303,7 +304,7 @@ class _Undo:
         speaker alone in its memberlist announces every Service)."""
         if self.dry:
             return
-        settle = float(self.plan.context.get("memberlistSettle", 10.0))
+        settle = float(self.plan.context.get("memberlistSettle", MEMBERLIST_SETTLE_SECONDS))
         wait_until(daemonset_joined_check(self.kube, target.to_dict(), settle=settle,
                                           options=self.options.waits),
                    f"every speaker of {target.key} runs and has joined the others", 180,

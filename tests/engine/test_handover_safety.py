@@ -10,7 +10,6 @@ announcers in the lab's announcement record, a rollback that cannot finish)."""
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from migrate.plan.model import Plan
 from migrate.sources.live import read_live
 from migrate.sources.snapshot import read_snapshot
 from tests.engine.conftest import (
-    CLUSTERS,
     GUARDED,
     Cluster,
     ClusterFactory,
@@ -107,18 +105,15 @@ def test_metallb_returns_only_once_cilium_released_every_lease(
 
 
 def _with_pending_service(tmp_path: Path, operator_image: str) -> Path:
-    scenario = tmp_path / "cluster"
-    shutil.copytree(CLUSTERS / SCENARIO, scenario)
-    cilium = scenario / "cilium.yaml"
-    cilium.write_text(cilium.read_text().replace("v1.18.4", operator_image))
     pending = {
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "new-app", "namespace": "shop"},
         "spec": {"type": "LoadBalancer", "ports": [{"port": 8080, "protocol": "TCP"}],
                  "selector": {"app": "new"}},
     }
-    (scenario / "pending.yaml").write_text(yaml.safe_dump(pending))
-    return scenario
+    return altered_scenario(tmp_path / "cluster", SCENARIO, {
+        "cilium.yaml": [("v1.18.4", operator_image)],
+        "pending.yaml": [("", yaml.safe_dump(pending))]})
 
 
 @pytest.mark.parametrize(("version", "severity"), [
