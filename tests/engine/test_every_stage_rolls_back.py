@@ -33,8 +33,8 @@ BGP_START = 30.0
 CILIUM_HANDOVER = (
     "Rolling l2-cutover back, the Cilium agent holding a lease releases it before its"
     " datapath entries are gone, and an agent that has not seen the policies' deletion yet"
-    " takes it: two Cilium nodes answer for milliseconds (reported; the engine cannot order"
-    " the agents' reactions)")
+    " takes it: two Cilium nodes answer for milliseconds (an open hazard: a rollback that holds"
+    " the leases itself until MetalLB is back would close it)")
 
 
 def assert_as_before(cluster: Cluster, before: dict[str, dict[str, object]], where: str) -> None:
