@@ -24,9 +24,15 @@ class Guards:
     metallb_released: bool = True
     """l2-cutover creates Cilium's policies only once MetalLB's speakers no longer announce
     (waits.py ``metallb_released_check``)."""
+    arp_silence: bool = True
+    """With ``--interface``, l2-cutover also waits until nobody answers ARP for the IPs it hands
+    over before Cilium's policies appear (apply/executor.py); where MetalLB leaves no trace in
+    the API (before 0.14.6) only the wire tells that a slow speaker still answers."""
     cilium_released: bool = True
-    """A rollback of l2-cutover recreates MetalLB's advertisements only once Cilium's agents
-    released their leases and went silent (waits.py ``leases_released_check``)."""
+    """A rollback of l2-cutover holds Cilium's leases itself and deletes the policies and
+    recreates MetalLB's advertisements only once the agents that led stopped
+    (apply/cilium_leases.py ``hold_check``); off: the policies go at once, the advertisements
+    right after."""
     pin_prefix: bool = True
     """MetalLB's pin uses the annotation prefix its controller reads (plan/build.py
     ``metallb_pin_prefixes``); off: always ``metallb.io/``."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from migrate.apply.bgp_handover import WAIT_KINDS as BGP_WAIT_KINDS
 from migrate.apply.bgp_handover import wait_check as bgp_wait_check
+from migrate.apply.cilium_leases import drop_held_leases
 from migrate.apply.lock import held_lock
 from migrate.apply.state import (
     MigrationState,
@@ -36,6 +37,7 @@ from migrate.apply.waits import (
     wait_until,
 )
 from migrate.errors import BlockedError, MigrateError
+from migrate.guards import GUARDS
 from migrate.kube import Kube
 from migrate.plan.model import Action, Plan, Stage, Target
 from migrate.plan.views import backup_object, ingress_ips, view
@@ -206,11 +208,17 @@ def run_action(kube: Kube, plan: Plan, action: Action, *, dry_run: bool,
         else:
             raise BlockedError(f"the plan has a wait this version does not know: {kind}")
         wait_until(check, action.description, timeout, waits, reporter)
-        if kind == "metallb-released" and arp_interface:
+        if kind == "metallb-released" and arp_interface and GUARDS.arp_silence:
             ips = [ip for key in services for ip in plan.expected_ips.get(key, [])]
             wait_until(arp_silent_check(arp_interface, ips),
                        f"nobody answers ARP for the {len(ips)} IP(s) on {arp_interface}",
                        timeout, waits, reporter)
+        if kind == "metallb-released":
+            # An interrupted rollback may have left the leases it held: Cilium could not
+            # announce these Services until they expire.
+            for name in drop_held_leases(kube, plan, services):
+                reporter.event(f"delete Lease {plan.cilium_namespace}/{name}: left held by an"
+                               " interrupted rollback")
         check_i1(kube, plan)
         return False
     current = known if known is not None else _get(kube, action)

@@ -15,11 +15,14 @@ The three traps of design §2, and how each undo avoids them:
   undo of ``freeze-metallb`` starts it; it then re-adopts the IPs in the status [M6], which the
   pins of stage 1 (still present at that point) also request.
 
-Undo of ``l2-cutover`` (and of ``l2-canary``, its first part for one pool) deletes Cilium's
-policies before recreating the L2Advertisements: break before make again, so there are never two
-announcers (I2). Undo of ``bgp-handover`` goes back node by node, Cilium stopping before MetalLB
-peers again, and undo of ``bgp-prepare`` restores the BGPPeers' node selectors once MetalLB's
-controller (and its webhook) runs again (``migrate/apply/bgp_handover.py``).
+Undo of ``l2-cutover`` (and of ``l2-canary``, its first part for one pool) silences Cilium
+before recreating the L2Advertisements: break before make again, so there are never two
+announcers (I2). Deleting the policies alone would let an agent that has not seen the deletion
+take the lease its holder just released (``migrate/apply/cilium_leases.py``), so the rollback
+holds the leases itself first, and lets them go once MetalLB is back. Undo of ``bgp-handover``
+goes back node by node, Cilium stopping before MetalLB peers again, and undo of
+``bgp-prepare`` restores the BGPPeers' node selectors once MetalLB's controller (and its
+webhook) runs again (``migrate/apply/bgp_handover.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.apply.bgp_handover import undo_handover, undo_prepare
+from migrate.apply.cilium_leases import HOLDER, drop_held_leases, hold_check, renew_window
 from migrate.apply.executor import ApplyOptions
 from migrate.apply.lock import held_lock
 from migrate.apply.state import (
@@ -47,18 +51,21 @@ from migrate.apply.waits import (
     arp_silent_check,
     check_i1,
     daemonset_joined_check,
-    leases_released_check,
     replicas_check,
     wait_until,
 )
 from migrate.errors import BlockedError, MigrateError
+from migrate.guards import GUARDS
 from migrate.kube import Kube
-from migrate.plan.build import MEMBERLIST_SETTLE_SECONDS
+from migrate.plan.build import CILIUM_RELEASE_SETTLE_SECONDS, MEMBERLIST_SETTLE_SECONDS
 from migrate.plan.model import Plan, Target
 from migrate.plan.views import creatable
 
 Obj = dict[str, Any]
 ROLLING_BACK = "rolling-back"
+AGENT_SETTLE_SECONDS = 5.0
+"""After Cilium's policies are deleted, the time every agent has to see it before the leases
+the rollback holds go (informer events reach the agents within a second or two)."""
 
 
 @dataclass
@@ -241,10 +248,12 @@ class _Undo:
                            before=operator[1])
             self.clear_satisfied_condition()
         elif name in ("l2-canary", "l2-cutover"):
+            handed_back = self.handed_back(name)
+            self.hold_cilium_leases(handed_back)
             for target, original in objects:
                 if target.kind == "CiliumL2AnnouncementPolicy" and original is None:
                     self.delete(target)
-            self.wait_cilium_silent(name)
+            deleted_at = self.options.waits.clock()
             metallb = [(t, o) for t, o in objects if t.group_is_metallb and o is not None]
             with self.bypass(bool(metallb)):
                 for target, original in metallb:
@@ -257,6 +266,7 @@ class _Undo:
                         self.wait_speakers_joined(target)
             for target, original in legacy:
                 self.recreate(target, original)
+            self.drop_cilium_leases(handed_back, deleted_at)
         elif name == "bgp-prepare":
             undo_prepare(self, backup)
         elif name == "bgp-handover":
@@ -274,29 +284,53 @@ class _Undo:
                 if target.kind == "Service" and original is not None:
                     self.restore_metadata(target, original, services.get(target.key))
 
-    def wait_cilium_silent(self, stage: str) -> None:
-        """Break before make on the way back: MetalLB's advertisements return only once the
-        Cilium agents have released the leases of the Services they hand back, their datapath
-        entries had time to go, and (with an interface) nobody answers on the wire."""
-        if self.dry:
-            return
+    def handed_back(self, stage: str) -> list[str]:
+        """The Services whose ARP answers the undo of ``stage`` gives back to MetalLB."""
         canary = list((self.plan.context.get("canary") or {}).get("services") or ())
         announced = sorted(self.plan.context.get("announced") or {})
-        services = canary if stage == "l2-canary" else [k for k in announced
-                                                          if k not in canary]
-        if not services:
+        return canary if stage == "l2-canary" else [k for k in announced if k not in canary]
+
+    def hold_cilium_leases(self, services: list[str]) -> None:
+        """Break before make on the way back: before Cilium's policies go, the rollback holds
+        the lease of every Service it hands back, waits until the agents that led have
+        stopped (their renew deadline) and their datapath entries had time to go, and (with
+        an interface) until nobody answers on the wire (migrate/apply/cilium_leases.py)."""
+        if not services or not GUARDS.cilium_released:
             return
-        settle = float(self.plan.context.get("ciliumReleaseSettle", 1.0))
-        wait_until(leases_released_check(self.kube, self.plan, services, settle=settle,
-                                         options=self.options.waits),
-                   f"Cilium's agents have released the leases of {len(services)} Service(s)",
-                   120, self.options.waits, self.reporter)
+        if self.dry:
+            self.step(f"hold the Cilium leases of {len(services)} Service(s) until MetalLB is"
+                      " back")
+            return
+        window = renew_window(self.kube, self.plan)
+        settle = float(self.plan.context.get("ciliumReleaseSettle",
+                                              CILIUM_RELEASE_SETTLE_SECONDS))
+        self.step(f"hold the Cilium leases of {len(services)} Service(s) (holder {HOLDER}):"
+                  f" the agents that lead them stop within {window:g}s")
+        waits = self.options.waits
+        wait_until(hold_check(self.kube, self.plan, services, quiet=window + settle,
+                              clock=waits.clock, scale=waits.timeout_scale),
+                   f"the rollback holds the Cilium leases of {len(services)} Service(s) and"
+                   " no agent leads them", 120 + window + settle, waits, self.reporter)
         interface = self.options.arp_interface
         if interface:
             ips = [ip for key in services for ip in self.plan.expected_ips.get(key, [])]
             wait_until(arp_silent_check(interface, ips),
                        f"nobody answers ARP for the {len(ips)} IP(s) on {interface}", 120,
-                       self.options.waits, self.reporter)
+                       waits, self.reporter)
+
+    def drop_cilium_leases(self, services: list[str], deleted_at: float) -> None:
+        """Once MetalLB's objects are back and every agent had time to see the policies go
+        (AGENT_SETTLE_SECONDS after their deletion), the held leases go: an agent that still
+        had a policy would otherwise create the lease anew and answer."""
+        if not services or self.dry:
+            return
+        waits = self.options.waits
+        remaining = deleted_at + AGENT_SETTLE_SECONDS * waits.timeout_scale - waits.clock()
+        if remaining > 0:
+            waits.sleep(remaining)
+        for name in drop_held_leases(self.kube, self.plan, services):
+            self.step(f"delete Lease {self.plan.cilium_namespace}/{name} (held by the"
+                      " rollback)")
 
     def wait_speakers_joined(self, target: Target) -> None:
         """Before a legacy configuration returns: every un-parked speaker runs and they know of

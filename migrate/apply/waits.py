@@ -387,61 +387,6 @@ def metallb_released_check(kube: Kube, plan: Plan, services: Collection[str], *,
     return check
 
 
-def leases_released_check(kube: Kube, plan: Plan, services: Collection[str], *,
-                          settle: float, options: WaitOptions) -> Callable[
-    [], tuple[bool, str, int, int]
-]:
-    """Cilium's agents have let go of ``services``: each lease is gone, has no holder, or has
-    not been renewed for its leaseDurationSeconds as seen from here; then ``settle`` seconds
-    more, because the L2 announcer releases its lease before its datapath entries are gone
-    (pkg/l2announcer/l2announcer.go: ``ReleaseOnCancel``, then the entries are recalculated).
-
-    Expiry is judged on our own clock (the renewTime seen last and when it was first seen, as
-    client-go's leader election does), never by comparing the server's timestamps with ours.
-    """
-    from migrate.verify.api import lease_name
-
-    wanted = {key: lease_name(key) for key in services}
-    seen: dict[str, tuple[str, float]] = {}
-    released_at: list[float] = []
-
-    def check() -> tuple[bool, str, int, int]:
-        if not GUARDS.cilium_released:
-            return True, "not awaited", len(wanted), len(wanted)
-        now = options.clock()
-        leases = {
-            lease["metadata"]["name"]: lease
-            for lease in kube.iter_list("coordination.k8s.io/v1", "Lease",
-                                        namespace=plan.cilium_namespace)
-        }
-        held = []
-        for key, name in sorted(wanted.items()):
-            spec = (leases.get(name) or {}).get("spec") or {}
-            holder = spec.get("holderIdentity")
-            if not holder:
-                continue
-            renewed = str(spec.get("renewTime") or "")
-            duration = float(spec.get("leaseDurationSeconds") or 15)
-            last = seen.get(name)
-            if last is None or last[0] != renewed:
-                seen[name] = (renewed, now)
-                held.append(f"{key} ({holder})")
-            elif now - last[1] < duration * options.timeout_scale:
-                held.append(f"{key} ({holder})")
-        if held:
-            released_at.clear()
-            return (False, f"still held: {', '.join(held[:5])}", len(wanted) - len(held),
-                    len(wanted))
-        if not released_at:
-            released_at.append(now)
-        if now - released_at[0] < settle * options.timeout_scale:
-            return (False, "released; waiting for the agents' datapath entries to go",
-                    len(wanted), len(wanted))
-        return True, "released", len(wanted), len(wanted)
-
-    return check
-
-
 def arp_silent_check(interface: str, ips: Collection[str]) -> Callable[
     [], tuple[bool, str, int, int]
 ]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from migrate.guards import GUARDS
 from migrate.model.addresses import AddressRange, IPAddress
@@ -200,7 +200,13 @@ class LeaseTimings:
     notes: tuple[str, ...]
 
 
-def lease_timings(ctx: Context) -> LeaseTimings:
+class Settings(Protocol):
+    """Where cilium-config's values come from (a preflight context, or the live ConfigMap)."""
+
+    def setting(self, key: str) -> str | None: ...
+
+
+def lease_timings(ctx: Settings) -> LeaseTimings:
     """cilium-config's lease duration, renew deadline and retry period, corrected the way the
     agent's ``leaseTimings()`` does (pkg/l2announcer/l2announcer.go): duration at least 1s,
     renew deadline below the duration (else half of it), retry period below the renew deadline

@@ -30,13 +30,6 @@ SETTLE = 5.0
 """Lab seconds after each stage and each rollback (free on virtual time)."""
 BGP_START = 30.0
 """Lab seconds for MetalLB's speakers to peer before planning (the BGP scenario)."""
-CILIUM_HANDOVER = (
-    "Rolling l2-cutover back, the Cilium agent holding a lease releases it before its"
-    " datapath entries are gone, and an agent that has not seen the policies' deletion yet"
-    " takes it: two Cilium nodes answer for milliseconds (an open hazard: a rollback that holds"
-    " the leases itself until MetalLB is back would close it)")
-
-
 def assert_as_before(cluster: Cluster, before: dict[str, dict[str, object]], where: str) -> None:
     problems = rollback_problems(before, cluster_objects(cluster))
     assert problems == [], f"{where}: {[p.to_json() for p in problems][:3]}"
@@ -102,9 +95,4 @@ def test_every_stage_rolls_back_exactly_and_the_run_stays_safe(
         assert cluster.controllers.bgp_record.collisions == []
         assert cluster.controllers.bgp_record.no_next_hop() == []
     twice = [(steps.where(c.time), c) for c in doubled(cluster)]
-    # Cilium answers only while its policies exist: two Cilium nodes at once in a rollback
-    # that undoes l2-cutover is the policies' deletion racing the agents (CILIUM_HANDOVER).
-    undoing = ("roll back l2-cutover", "roll back every stage")
-    if twice and all(where in undoing and not c.metallb for where, c in twice):
-        pytest.xfail(CILIUM_HANDOVER)
     assert twice == [], "two announcers"

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from migrate.apply.cilium_leases import HOLDER
 from migrate.apply.executor import apply_stage
 from migrate.apply.rollback import rollback
+from migrate.apply.waits import SilentReporter
 from migrate.errors import ClusterError, VerificationError
 from migrate.guards import GUARDS, NAMES, disabled
 from migrate.plan.api import make_plan
@@ -68,40 +70,94 @@ def test_cilium_does_not_announce_while_a_speaker_still_does(
     assert cluster.store.list("cilium.io", "CiliumL2AnnouncementPolicy")
 
 
-def test_metallb_returns_only_once_cilium_released_every_lease(
+def test_metallb_returns_only_once_the_rollback_holds_every_lease(
     cluster_factory: ClusterFactory,
 ) -> None:
-    """Rolling back the cutover, MetalLB's advertisements come back only when Cilium's agents
-    have let go of the leases; an agent still holding one stops the rollback before them."""
+    """Rolling back the cutover, the rollback takes each Cilium lease before the policies go,
+    and MetalLB's advertisements come back only when it holds them all; an agent that writes
+    itself back as holder (ignoring the lease's resourceVersion) stops the rollback there."""
     cluster = cluster_factory(SCENARIO)
     plan = make_plan(read_live(cluster.kube))
     _apply_until(cluster, plan, "l2-cutover")
-    # An agent that misses the policies' deletion: it keeps renewing its leases.
+    holders = {lease["metadata"]["name"]: lease["spec"]["holderIdentity"]
+               for lease in cluster.store.list("coordination.k8s.io", "Lease", "kube-system")
+               if lease["metadata"]["name"].startswith("cilium-l2announce-")}
+    assert holders and all(holders.values())
     cluster.controllers.set_enabled(cluster.controllers.cilium_l2, False)
     stop = threading.Event()
 
-    def keep_renewing() -> None:
+    def take_back() -> None:
         while not stop.wait(0.05):
             for lease in cluster.store.list("coordination.k8s.io", "Lease", "kube-system"):
-                if lease["metadata"]["name"].startswith("cilium-l2announce-"):
+                name = lease["metadata"]["name"]
+                if name in holders and lease["spec"]["holderIdentity"] != holders[name]:
+                    lease["spec"]["holderIdentity"] = holders[name]
                     lease["spec"]["renewTime"] = cluster.store.clock.rfc3339_micro()
                     lease["metadata"].pop("resourceVersion", None)
                     cluster.store.update(lease)
 
-    renewer = threading.Thread(target=keep_renewing, daemon=True)
-    renewer.start()
+    rogue = threading.Thread(target=take_back, daemon=True)
+    rogue.start()
     try:
-        with pytest.raises(ClusterError, match="still held"):
+        with pytest.raises(ClusterError, match=r"still held: shop/\S+ \(worker-"):
             rollback(cluster.kube, None, to="ipam-handover", options=fast_options())
         assert not cluster.store.list("metallb.io", "L2Advertisement")
-        assert not cluster.store.list("cilium.io", "CiliumL2AnnouncementPolicy")
+        # The policies stay while an agent may still lead: deleting them is what makes the
+        # holder release, and a lagging agent take over.
+        assert cluster.store.list("cilium.io", "CiliumL2AnnouncementPolicy")
     finally:
         stop.set()
-        renewer.join()
-    # The agent lets go (stops renewing): after one lease duration the rollback goes on.
+        rogue.join()
+    cluster.controllers.set_enabled(cluster.controllers.cilium_l2, True)
     result = rollback(cluster.kube, None, to="ipam-handover", options=fast_options())
     assert result.undone == ["l2-cutover"]
     assert cluster.store.list("metallb.io", "L2Advertisement")
+    assert not cluster.store.list("cilium.io", "CiliumL2AnnouncementPolicy")
+    left = [lease["metadata"]["name"]
+            for lease in cluster.store.list("coordination.k8s.io", "Lease", "kube-system")
+            if lease["spec"].get("holderIdentity") == HOLDER]
+    assert left == [], "the rollback lets go of the leases it held"
+
+
+class _DiesDeletingPolicies(SilentReporter):
+    """A rollback whose connection dies once it has taken the leases, at the first policy
+    deletion."""
+
+    def event(self, message: str) -> None:
+        super().event(message)
+        if message.startswith("delete CiliumL2AnnouncementPolicy"):
+            raise ClusterError("connection to the API server lost")
+
+
+def _leases(cluster: Cluster) -> dict[str, str]:
+    return {lease["metadata"]["name"]: lease["spec"].get("holderIdentity") or ""
+            for lease in cluster.store.list("coordination.k8s.io", "Lease", "kube-system")
+            if lease["metadata"]["name"].startswith("cilium-l2announce-")}
+
+
+def test_a_cutover_after_an_interrupted_rollback_drops_the_leases_it_held(
+    cluster_factory: ClusterFactory,
+) -> None:
+    """A rollback that dies holding Cilium's leases leaves Cilium silent, as a rollback wants;
+    applying the cutover again deletes those leases first, else Cilium could not announce
+    until they expire (an hour)."""
+    cluster = cluster_factory(SCENARIO)
+    plan = make_plan(read_live(cluster.kube))
+    _apply_until(cluster, plan, "l2-cutover")
+    with pytest.raises(ClusterError, match="connection to the API server lost"):
+        rollback(cluster.kube, plan, to="ipam-handover", options=fast_options(),
+                 reporter=_DiesDeletingPolicies())
+    assert set(_leases(cluster).values()) == {HOLDER}
+    assert not cluster.store.list("metallb.io", "L2Advertisement")
+    reporter = SilentReporter()
+    assert apply_stage(cluster.kube, plan, "l2-cutover", options=fast_options(),
+                       reporter=reporter).outcome == "applied"
+    assert any("left held by an interrupted rollback" in m for m in reporter.messages)
+    nodes = {node["metadata"]["name"] for node in cluster.store.list("", "Node")}
+    holders = _leases(cluster)
+    assert holders and set(holders.values()) <= nodes
+    assert {a.service for a in cluster.controllers.cilium_l2.announcements()} == set(
+        plan.context["announced"])
 
 
 def _with_pending_service(tmp_path: Path, operator_image: str) -> Path:
@@ -373,9 +429,11 @@ def test_before_metallb_0_14_a_rollback_with_a_pending_service_is_a_finding(
 
 
 def test_every_guard_has_a_hazard_test() -> None:
-    """Each guard of migrate/guards.py is turned off by some test of tests/engine, which shows
-    what happens without it; an unknown name is refused."""
-    tests = "".join(path.read_text() for path in Path(__file__).parent.glob("test_*.py"))
+    """Each guard of migrate/guards.py is turned off by some test of tests/engine (or, for a
+    guard of the wire, tests/verify), which shows what happens without it; an unknown name is
+    refused."""
+    folders = (Path(__file__).parent, Path(__file__).parents[1] / "verify")
+    tests = "".join(path.read_text() for folder in folders for path in folder.glob("test_*.py"))
     untested = [name for name in NAMES if f'unless(guarded, "{name}")' not in tests]
     assert untested == []
     with pytest.raises(ValueError, match="no such guard: nope"), disabled("nope"):

@@ -332,10 +332,12 @@ class CiliumL2Agent(Announcer):
         if sel is None or sel.elector is not elector or elector.done:
             return
         now = self.now()
-        scale = self.runtime.timing.scale
         retry = self.timings.retry_period
-        if elector.leading and self._valid(elector, now) and self._update(
-                elector, sel, now, fast=True):
+        if elector.leading and now >= self._renew_deadline(elector):
+            self._stop_leading(elector, sel)
+            return
+        if elector.leading and self._is_leader(elector) and self._valid(elector, now) and \
+                self._update(elector, sel, now, fast=True):
             self._try_later(elector, retry)
             return
         lease = self._lease(elector.lease)
@@ -352,22 +354,48 @@ class CiliumL2Agent(Announcer):
             elector.observed_time = now
         elector.resource_version = str(meta(lease).get("resourceVersion") or "")
         if record.holder and record.holder != self.node and self._valid(elector, now):
-            if elector.leading:  # someone else holds it: leadership is lost
-                self._lead(elector, sel, False)
-                elector.done = True  # RunOrDie returns; serviceLeaderElection ends
-                return
-            self._try_later(elector, retry, jitter=True)
+            # "lock is held by ... and has not yet expired". A candidate tries again; the
+            # leader keeps its entries and polls until its renew deadline (renew()).
+            self._retry(elector, now)
             return
         if self._update(elector, sel, now, fast=False):
             if not elector.leading:
                 self._lead(elector, sel, True)
             self._try_later(elector, retry)
             return
-        if elector.leading and now - elector.renewed >= self.timings.renew_deadline * scale:
-            self._lead(elector, sel, False)
-            elector.done = True
+        self._retry(elector, now)
+
+    def _renew_deadline(self, elector: Elector) -> float:
+        """When a leader that fails to renew stops leading. renew() runs one poll round
+        a retry period after the last success (wait.Until) and gives the round the renew
+        deadline (PollImmediateUntil with a timeout): so retry + renew deadline after the
+        last successful renewal (client-go tools/leaderelection/leaderelection.go)."""
+        scale = self.runtime.timing.scale
+        return elector.renewed + (self.timings.retry_period + self.timings.renew_deadline) \
+            * scale
+
+    def _retry(self, elector: Elector, now: float) -> None:
+        """A failed attempt: a candidate retries after a jittered retry period (acquire's
+        JitterUntil); a leader polls every retry period, and at its deadline stops."""
+        retry = self.timings.retry_period
+        if not elector.leading:
+            self._try_later(elector, retry, jitter=True)
             return
-        self._try_later(elector, retry, jitter=not elector.leading)
+        wait = min(retry * self.runtime.timing.scale, self._renew_deadline(elector) - now)
+        self._try_later(elector, max(wait, 0.0) / self.runtime.timing.scale)
+
+    def _stop_leading(self, elector: Elector, sel: Selected) -> None:
+        """renew() returned: release() (a no-op unless the observed holder is still us),
+        then OnStoppedLeading drops the entries; RunOrDie returns and
+        serviceLeaderElection ends (pkg/l2announcer/l2announcer.go): this agent does not
+        stand for the lease again while the Service stays selected."""
+        self._release(elector)
+        self._lead(elector, sel, False)
+        elector.done = True
+
+    def _is_leader(self, elector: Elector) -> bool:
+        """IsLeader: the holder of the record last observed is this agent."""
+        return elector.observed is not None and elector.observed.holder == self.node
 
     def _valid(self, elector: Elector, now: float) -> bool:
         """isLeaseValid: the observed record has not been stale for its duration."""
@@ -432,7 +460,12 @@ class CiliumL2Agent(Announcer):
         return True
 
     def _release(self, elector: Elector) -> None:
-        """ReleaseOnCancel: empty holder, 1 s duration (leaderelection ``release``)."""
+        """ReleaseOnCancel: empty holder, 1 s duration (leaderelection ``release``), written
+        only while the record last observed names this agent (``if !le.IsLeader()``)."""
+        if not self._is_leader(elector):
+            elector.leading = False
+            elector.done = True
+            return
         now = self.now()
         stamp = self._stamp(now)
         observed = elector.observed or Record("", 0.0, "", "", 0)
