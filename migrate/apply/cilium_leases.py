@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrate.apply.state import now_rfc3339
+from migrate.apply.waits import WaitOptions
 from migrate.kube import Kube, KubeError
 from migrate.plan.model import Plan
 from migrate.verify.api import LEASE_PREFIX, lease_name
@@ -93,9 +94,7 @@ def _take(kube: Kube, namespace: str, name: str, lease: Obj | None) -> bool:
 
 
 def hold_check(kube: Kube, plan: Plan, services: Collection[str], *, quiet: float,
-               clock: Callable[[], float], scale: float = 1.0) -> Callable[
-    [], tuple[bool, str, int, int]
-]:
+               options: WaitOptions) -> Callable[[], tuple[bool, str, int, int]]:
     """A wait check: the rollback holds the lease of each of ``services`` (taking any it does
     not hold yet, creating any that is missing), done once each has been held for ``quiet``
     seconds. A lease that someone takes back is taken again, and its count starts over."""
@@ -104,7 +103,7 @@ def hold_check(kube: Kube, plan: Plan, services: Collection[str], *, quiet: floa
     namespace = plan.cilium_namespace
 
     def check() -> tuple[bool, str, int, int]:
-        now = clock()
+        now = options.clock()
         leases = {lease["metadata"]["name"]: lease
                   for lease in kube.iter_list(LEASE_API, "Lease", namespace=namespace)}
         others = []
@@ -120,7 +119,7 @@ def hold_check(kube: Kube, plan: Plan, services: Collection[str], *, quiet: floa
             if _take(kube, namespace, name, lease):
                 since[name] = now
         waiting = [k for k, n in wanted.items()
-                   if n not in since or now - since[n] < quiet * scale]
+                   if n not in since or now - since[n] < quiet * options.timeout_scale]
         done = len(wanted) - len(waiting)
         if others:
             return False, f"still held: {', '.join(others[:5])}", done, len(wanted)

@@ -26,7 +26,6 @@ from migrate.apply.state import (
 from migrate.apply.waits import (
     Reporter,
     WaitOptions,
-    arp_silent_check,
     check_i1,
     ip_violations,
     ipam_check,
@@ -34,6 +33,7 @@ from migrate.apply.waits import (
     metallb_released_check,
     pods_gone_check,
     replicas_check,
+    wait_arp_silent,
     wait_until,
 )
 from migrate.errors import BlockedError, MigrateError
@@ -209,10 +209,7 @@ def run_action(kube: Kube, plan: Plan, action: Action, *, dry_run: bool,
             raise BlockedError(f"the plan has a wait this version does not know: {kind}")
         wait_until(check, action.description, timeout, waits, reporter)
         if kind == "metallb-released" and arp_interface and GUARDS.arp_silence:
-            ips = [ip for key in services for ip in plan.expected_ips.get(key, [])]
-            wait_until(arp_silent_check(arp_interface, ips),
-                       f"nobody answers ARP for the {len(ips)} IP(s) on {arp_interface}",
-                       timeout, waits, reporter)
+            wait_arp_silent(arp_interface, plan, services, timeout, waits, reporter)
         if kind == "metallb-released":
             # An interrupted rollback may have left the leases it held: Cilium could not
             # announce these Services until they expire.

@@ -48,10 +48,10 @@ from migrate.apply.waits import (
     SATISFIED,
     Reporter,
     SilentReporter,
-    arp_silent_check,
     check_i1,
     daemonset_joined_check,
     replicas_check,
+    wait_arp_silent,
     wait_until,
 )
 from migrate.errors import BlockedError, MigrateError
@@ -308,15 +308,12 @@ class _Undo:
                   f" the agents that lead them stop within {window:g}s")
         waits = self.options.waits
         wait_until(hold_check(self.kube, self.plan, services, quiet=window + settle,
-                              clock=waits.clock, scale=waits.timeout_scale),
+                              options=waits),
                    f"the rollback holds the Cilium leases of {len(services)} Service(s) and"
                    " no agent leads them", 120 + window + settle, waits, self.reporter)
-        interface = self.options.arp_interface
-        if interface:
-            ips = [ip for key in services for ip in self.plan.expected_ips.get(key, [])]
-            wait_until(arp_silent_check(interface, ips),
-                       f"nobody answers ARP for the {len(ips)} IP(s) on {interface}", 120,
-                       waits, self.reporter)
+        if self.options.arp_interface:
+            wait_arp_silent(self.options.arp_interface, self.plan, services, 120, waits,
+                            self.reporter)
 
     def drop_cilium_leases(self, services: list[str], deleted_at: float) -> None:
         """Once MetalLB's objects are back and every agent had time to see the policies go

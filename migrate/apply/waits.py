@@ -387,6 +387,16 @@ def metallb_released_check(kube: Kube, plan: Plan, services: Collection[str], *,
     return check
 
 
+def wait_arp_silent(interface: str, plan: Plan, services: Collection[str], timeout: float,
+                    options: WaitOptions, reporter: Reporter) -> None:
+    """Wait until nobody answers ARP on ``interface`` for the IPs ``plan`` expects for
+    ``services`` (a hand-over's break before make, seen on the wire)."""
+    ips = [ip for key in services for ip in plan.expected_ips.get(key, [])]
+    wait_until(arp_silent_check(interface, ips),
+               f"nobody answers ARP for the {len(ips)} IP(s) on {interface}", timeout,
+               options, reporter)
+
+
 def arp_silent_check(interface: str, ips: Collection[str]) -> Callable[
     [], tuple[bool, str, int, int]
 ]:

@@ -381,8 +381,8 @@ class CiliumL2Agent(Announcer):
         if not elector.leading:
             self._try_later(elector, retry, jitter=True)
             return
-        wait = min(retry * self.runtime.timing.scale, self._renew_deadline(elector) - now)
-        self._try_later(elector, max(wait, 0.0) / self.runtime.timing.scale)
+        until_deadline = (self._renew_deadline(elector) - now) / self.runtime.timing.scale
+        self._try_later(elector, max(min(retry, until_deadline), 0.0))
 
     def _stop_leading(self, elector: Elector, sel: Selected) -> None:
         """renew() returned: release() (a no-op unless the observed holder is still us),
