@@ -271,8 +271,22 @@ def frr_config(*, asn: int, router_id: str, hostname: str, log_file: Path) -> st
     ]) + "\n"
 
 
-def route_map_name(route: WireRoute) -> str | None:
-    """The FRR route-map that sets a route's attributes (None: it has none)."""
+OUTBOUND_MAP = "lbm-out"
+"""The neighbour's outbound route-map. MetalLB sets a route's communities and LOCAL_PREF there,
+not where the route is originated: per neighbour a route-map ``<id>-out`` with one ``permit``
+entry per attribute set, matching a prefix-list of the prefixes that carry it, ``set`` and
+``on-match next``, then entries that permit what the neighbour may see (metallb/metallb
+``internal/bgp/frr/templates/prefixfilters.tmpl``, ``neighboripfamily.tmpl``: ``neighbor ...
+route-map <id>-out out``). It matters for ``no-export``: bgpd holds a route back from an eBGP
+peer when the route *as originated* carries NO_EXPORT, before the outbound policy runs, so a
+route that gets it on the way out is still sent, as gobgpd sends Cilium's."""
+
+LAST_ENTRY = 65535
+"""The outbound route-map's last entry: permits every route bgpd originates."""
+
+
+def attribute_list(route: WireRoute) -> str | None:
+    """The prefix-list (and outbound route-map entry) of a route's attributes (None: none)."""
     if not (route.communities or route.large_communities or route.local_pref is not None):
         return None
     digest = hashlib.sha256(repr((route.communities, route.large_communities,
@@ -280,54 +294,91 @@ def route_map_name(route: WireRoute) -> str | None:
     return f"lbm-{digest}"
 
 
+def _entry(name: str) -> int:
+    """The outbound route-map sequence of an attribute list (1..65000, from its name)."""
+    return 1 + int(name.removeprefix("lbm-"), 16) % 65000
+
+
+def _entry_commands(route: WireRoute, name: str) -> list[str]:
+    commands = [f"route-map {OUTBOUND_MAP} permit {_entry(name)}",
+                f"match ip address prefix-list {name}"]
+    if route.communities:
+        commands.append("set community " + " ".join(route.communities))
+    if route.large_communities:
+        commands.append("set large-community " + " ".join(route.large_communities))
+    if route.local_pref is not None:
+        commands.append(f"set local-preference {route.local_pref}")
+    return [*commands, "on-match next", "exit"]
+
+
 def frr_commands(old: Speaker | None, new: Speaker | None) -> list[str]:
     """The vtysh commands that take bgpd from ``old`` to ``new`` (same AS; a new AS means a new
-    bgpd). Withdrawals first, then the route-maps, the networks, and last the neighbour."""
+    bgpd). Withdrawals first; then the outbound route-map's entries and prefix-lists (see
+    :data:`OUTBOUND_MAP`), the networks, and last the neighbour; a route's old attribute list
+    is left only once it is in its new one."""
     either = new or old
     if either is None:
         return []
     asn = either.local_asn
-    commands = ["configure terminal"]
     new_routes = {r.prefix: r for r in new.routes} if new else {}
     old_routes = {r.prefix: r for r in old.routes} if old else {}
     session_goes = old is not None and (new is None or not new.same_session(old))
-    body: list[str] = []
-    if session_goes and old is not None:
-        body.append(f"no neighbor {old.peer_address}")
-        old_routes_kept: dict[str, WireRoute] = {}
-    else:
-        old_routes_kept = old_routes
     withdrawn = [p for p in old_routes if p not in new_routes]
-    added = [r for p, r in new_routes.items() if old_routes_kept.get(p) != r]
-    maps = []
-    for route in added:
-        name = route_map_name(route)
-        if name:
-            maps.append(f"route-map {name} permit 10")
-            if route.communities:
-                maps.append("set community " + " ".join(route.communities))
-            if route.large_communities:
-                maps.append("set large-community " + " ".join(route.large_communities))
-            if route.local_pref is not None:
-                maps.append(f"set local-preference {route.local_pref}")
-            maps.append("exit")
-    if withdrawn or added:
-        body.append("address-family ipv4 unicast")
-        body.extend(f"no network {p}" for p in withdrawn)
-        for route in added:
-            name = route_map_name(route)
-            body.append(f"network {route.prefix}" + (f" route-map {name}" if name else ""))
-        body.append("exit-address-family")
-    if new is not None and (old is None or session_goes):
+    changed = [r for p, r in new_routes.items() if old_routes.get(p) != r]
+    names = {name for r in (*old_routes.values(), *new_routes.values())
+             if (name := attribute_list(r))}
+    if len({_entry(name) for name in names}) < len(names):
+        raise BGPWireError("two attribute sets share one route-map sequence; change a route")
+    first: list[str] = []
+    if session_goes and old is not None:
+        first.append(f"no neighbor {old.peer_address}")
+    if withdrawn:
+        first += ["address-family ipv4 unicast", *(f"no network {p}" for p in withdrawn),
+                  "exit-address-family"]
+    leaving = [(name, p) for p in withdrawn if (name := attribute_list(old_routes[p]))]
+    lists: list[str] = []
+    entries: dict[str, WireRoute] = {}
+    for route in changed:
+        name = attribute_list(route)
+        before = old_routes.get(route.prefix)
+        old_name = attribute_list(before) if before else None
+        if name and name != old_name:
+            entries.setdefault(name, route)
+            lists.append(f"ip prefix-list {name} permit {route.prefix}")
+        if old_name and old_name != name:
+            leaving.append((old_name, route.prefix))
+    peering = new is not None and (old is None or session_goes)
+    maps = [c for name, route in sorted(entries.items()) for c in _entry_commands(route, name)]
+    if peering:
+        maps += [f"route-map {OUTBOUND_MAP} permit {LAST_ENTRY}", "exit"]
+    second = []
+    added = [p for p in new_routes if p not in old_routes or session_goes]
+    if added:
+        second += ["address-family ipv4 unicast", *(f"network {p}" for p in added),
+                   "exit-address-family"]
+    if peering and new is not None:
         peer = new.peer_address
-        body += [f"neighbor {peer} remote-as {new.peer_asn}",
-                 f"neighbor {peer} timers connect 1",
-                 f"neighbor {peer} advertisement-interval 0",
-                 "address-family ipv4 unicast", f"neighbor {peer} activate",
-                 "exit-address-family"]
-    if not body:
-        return []
-    return [*commands, *maps, f"router bgp {asn}", *body, "exit"]
+        second += [f"neighbor {peer} remote-as {new.peer_asn}",
+                   f"neighbor {peer} timers connect 1",
+                   f"neighbor {peer} advertisement-interval 0",
+                   "address-family ipv4 unicast", f"neighbor {peer} activate",
+                   f"neighbor {peer} route-map {OUTBOUND_MAP} out",
+                   "exit-address-family"]
+    commands = ["configure terminal"]
+    if first:
+        commands += [f"router bgp {asn}", *first, "exit"]
+    commands += maps + lists
+    if second:
+        commands += [f"router bgp {asn}", *second, "exit"]
+    commands += [f"no ip prefix-list {name} permit {prefix}" for name, prefix in leaving]
+    resent = [r for r in changed if r.prefix in old_routes]
+    if resent and new is not None and not session_goes:
+        # A route whose attribute list changed must reach the router again. MetalLB ships FRR
+        # 10.x (metallb config/frr/speaker-patch.yaml), which re-runs a route-map when a
+        # prefix-list it matches changes (FRRouting/frr fixed that in 2023, with a topotest);
+        # Debian's bgpd 8.4 does not, so the wire asks it to send the routes again.
+        commands += ["end", f"clear bgp ipv4 unicast {new.peer_address} soft out"]
+    return commands if len(commands) > 1 else []
 
 
 def gobgpd_config(*, asn: int, router_id: str) -> str:
@@ -1104,10 +1155,11 @@ def dump_samples(samples: Sequence[Sample], path: Path) -> None:
 
 
 __all__ = [
-    "CILIUM", "METALLB", "ROUTER_IP", "BGPFollower", "BGPWire", "BGPWireError", "LabPacer",
-    "RouterPoller", "RouterRoute", "Sample", "ShortSpan", "Speaker", "Target", "WireRoute",
-    "allowed_next_hops", "bird_config", "break_step", "dump_samples", "expected_table",
-    "frr_commands", "frr_config", "gobgp_commands", "gobgpd_config", "lab_view",
-    "longest_short_span", "parse_protocols", "parse_routes", "peering", "sample_problems",
-    "session_prefix", "short_spans", "wanted_speakers", "why_no_bgp_wire",
+    "CILIUM", "METALLB", "OUTBOUND_MAP", "ROUTER_IP", "BGPFollower", "BGPWire", "BGPWireError",
+    "LabPacer", "RouterPoller", "RouterRoute", "Sample", "ShortSpan", "Speaker", "Target",
+    "WireRoute", "allowed_next_hops", "attribute_list", "bird_config", "break_step",
+    "dump_samples", "expected_table", "frr_commands", "frr_config", "gobgp_commands",
+    "gobgpd_config", "lab_view", "longest_short_span", "parse_protocols", "parse_routes",
+    "peering", "sample_problems", "session_prefix", "short_spans", "wanted_speakers",
+    "why_no_bgp_wire",
 ]

@@ -71,6 +71,35 @@ def test_two_nodes_announcing_one_prefix_are_two_next_hops(bgp_wire: BGPWire) ->
     assert bgp_wire.table() == {PREFIX: {"node-a"}, "203.0.113.2/32": {"node-b"}}
 
 
+def test_a_no_export_route_reaches_the_ebgp_router_from_either_speaker(
+        bgp_wire: BGPWire) -> None:
+    """MetalLB sets communities in the neighbour's outbound route-map, so bgpd sends a route it
+    marks ``no-export`` to its eBGP router, as gobgpd sends Cilium's; a community that changes
+    reaches the router without the route being withdrawn."""
+    marked = ("64512:100", "no-export")
+    wanted = {"node-a": Speaker(METALLB, 64512, str(bgp_wire.node_ips["node-a"]),
+                                str(ROUTER_IP), 64513, (WireRoute(PREFIX, marked),)),
+              "node-b": Speaker(CILIUM, 64512, str(bgp_wire.node_ips["node-b"]),
+                                str(ROUTER_IP), 64513, (WireRoute(PREFIX, marked),))}
+    bgp_wire.apply(wanted)
+    bgp_wire.wait_shows(wanted)
+    paths = bgp_wire.routes()[PREFIX]
+    assert {(p.next_hop, p.communities) for p in paths} == {
+        ("198.19.64.11", marked), ("198.19.64.12", marked)}
+    remarked = {**wanted, "node-a": Speaker(METALLB, 64512, str(bgp_wire.node_ips["node-a"]),
+                                            str(ROUTER_IP), 64513,
+                                            (WireRoute(PREFIX, ("64512:200",)),))}
+    bgp_wire.apply(remarked)
+    deadline = time.monotonic() + 10
+    while True:
+        seen = {p.next_hop: p.communities for p in bgp_wire.routes().get(PREFIX, ())}
+        assert set(seen) == {"198.19.64.11", "198.19.64.12"}, "a next hop went missing"
+        if seen["198.19.64.11"] == ("64512:200",):
+            break
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.05)
+
+
 def test_two_speakers_cannot_peer_from_one_node_address(bgp_wire: BGPWire) -> None:
     """What the router does when both speakers of one node try: bird has one session per
     neighbour address, closes the second connection ("Connection collision") and learns only

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 from migrate.lab.bgp_wire import (
+    OUTBOUND_MAP,
     BGPWireError,
     Sample,
     Speaker,
     Target,
     WireRoute,
     allowed_next_hops,
+    attribute_list,
     bird_config,
     break_step,
     expected_table,
@@ -86,19 +88,39 @@ def test_frr_is_told_routes_then_the_neighbour_and_loses_the_neighbour_first() -
     new = wanted(session("cp-1", "metallb"))["cp-1"]
     commands = frr_commands(None, new)
     assert commands[0] == "configure terminal"
-    route_map = next(c for c in commands if c.startswith("route-map "))
-    name = route_map.split()[1]
-    assert commands.index("set community 64512:100") > commands.index(route_map)
-    assert commands.index(f"network 203.0.113.1/32 route-map {name}") < commands.index(
-        "neighbor 198.19.64.254 remote-as 64513")
+    # The community is set on the way out, as MetalLB does, by the neighbour's route-map.
+    entry = next(c for c in commands if c.startswith(f"route-map {OUTBOUND_MAP} permit "))
+    name = attribute_list(new.routes[0])
+    assert commands[commands.index(entry) + 1] == f"match ip address prefix-list {name}"
+    assert commands.index("set community 64512:100") > commands.index(entry)
+    assert f"ip prefix-list {name} permit 203.0.113.1/32" in commands
+    assert not any(c.startswith("network") and "route-map" in c for c in commands)
+    neighbour = commands.index("neighbor 198.19.64.254 remote-as 64513")
+    assert commands.index("network 203.0.113.1/32") < neighbour
+    assert commands.index(f"route-map {OUTBOUND_MAP} permit 65535") < neighbour
+    assert f"neighbor 198.19.64.254 route-map {OUTBOUND_MAP} out" in commands[neighbour:]
     assert "neighbor 198.19.64.254 activate" in commands
     assert frr_commands(new, new) == []
     gone = frr_commands(new, None)
     assert gone[gone.index("router bgp 64512") + 1] == "no neighbor 198.19.64.254"
     assert "no network 203.0.113.1/32" in gone
+    assert gone[-1] == f"no ip prefix-list {name} permit 203.0.113.1/32"
     fewer = wanted(session("cp-1", "metallb", prefixes=()))["cp-1"]
     assert [c for c in frr_commands(new, fewer) if "neighbor" in c or "network" in c] == [
         "no network 203.0.113.1/32"]
+
+
+def test_a_route_whose_attributes_change_joins_its_new_list_before_it_leaves_the_old() -> None:
+    old = wanted(session("cp-1", "metallb"))["cp-1"]
+    new = wanted(session("cp-1", "metallb", communities=("64512:200", "no-export")))["cp-1"]
+    assert old is not None and new is not None
+    commands = frr_commands(old, new)
+    before, after = attribute_list(old.routes[0]), attribute_list(new.routes[0])
+    joins = commands.index(f"ip prefix-list {after} permit 203.0.113.1/32")
+    assert commands.index("set community 64512:200 no-export") < joins
+    assert commands.index(f"no ip prefix-list {before} permit 203.0.113.1/32") > joins
+    assert commands[-1] == "clear bgp ipv4 unicast 198.19.64.254 soft out"
+    assert not any("network" in c or "neighbor" in c for c in commands)
 
 
 def test_gobgp_is_told_routes_then_the_neighbour() -> None:
