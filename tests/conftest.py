@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,36 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent (shared reference material is not in this checkout)")
     return SHARED
+
+
+FIGURE = "figure"
+"""The user property a test's measured figure is recorded under (see :func:`figure`)."""
+
+
+@pytest.fixture
+def figure(record_property: Callable[[str, object], None]) -> Callable[[str], None]:
+    """Report a figure the test measured (a cutover's silence, a degraded moment): printed in
+    the run's "measured figures" section, with or without pytest-xdist's workers."""
+    def report(text: str) -> None:
+        record_property(FIGURE, text)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print every figure the tests reported, under the test that measured it."""
+    shown: dict[str, list[str]] = {}
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            for key, value in getattr(report, "user_properties", ()):
+                texts = shown.setdefault(report.nodeid, [])
+                if key == FIGURE and str(value) not in texts:
+                    texts.append(str(value))
+    shown = {nodeid: texts for nodeid, texts in shown.items() if texts}
+    if not shown:
+        return
+    terminalreporter.section("measured figures")
+    for nodeid, texts in shown.items():
+        terminalreporter.write_line(f"{nodeid}:")
+        for text in texts:
+            for line in text.strip("\n").splitlines():
+                terminalreporter.write_line(f"    {line}")

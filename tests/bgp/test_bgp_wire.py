@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -100,7 +100,8 @@ def test_a_no_export_route_reaches_the_ebgp_router_from_either_speaker(
         time.sleep(0.05)
 
 
-def test_two_speakers_cannot_peer_from_one_node_address(bgp_wire: BGPWire) -> None:
+def test_two_speakers_cannot_peer_from_one_node_address(
+        bgp_wire: BGPWire, figure: Callable[[str], None]) -> None:
     """What the router does when both speakers of one node try: bird has one session per
     neighbour address, closes the second connection ("Connection collision") and learns only
     the first speaker's prefixes; the second comes up only once the first has gone, and the
@@ -136,7 +137,7 @@ def test_two_speakers_cannot_peer_from_one_node_address(bgp_wire: BGPWire) -> No
         time.sleep(0.02)
     assert unrouted_since is not None  # the node announced nothing for a while
     gap = time.monotonic() - unrouted_since
-    print(f"\nnode-a unrouted for {gap:.2f} s between Cilium's session and MetalLB's")
+    figure(f"node-a unrouted for {gap:.2f} s between Cilium's session and MetalLB's")
 
 
 def test_teardown_leaves_no_namespace_and_no_daemon(tmp_path: Path) -> None:
@@ -158,7 +159,8 @@ def test_teardown_leaves_no_namespace_and_no_daemon(tmp_path: Path) -> None:
                 os.kill(pid, 0)
 
 
-def test_switching_every_node_at_once_leaves_the_prefix_unrouted(bgp_wire: BGPWire) -> None:
+def test_switching_every_node_at_once_leaves_the_prefix_unrouted(
+        bgp_wire: BGPWire, figure: Callable[[str], None]) -> None:
     """What the node-by-node hand-over avoids, seen by the poller: when every node moves from
     MetalLB's speaker to Cilium's at once, the router has no route for a while."""
     metallb = {n: speaker(bgp_wire, n, METALLB, PREFIX) for n in NODES}
@@ -178,4 +180,4 @@ def test_switching_every_node_at_once_leaves_the_prefix_unrouted(bgp_wire: BGPWi
     assert problems and all(p.endswith(f"no route for {PREFIX}") for p in problems), problems
     longest = longest_short_span(samples, {PREFIX: len(NODES)})
     assert longest is not None and longest.fewest == 0
-    print(f"\nevery node at once: {longest.describe()}")
+    figure(f"every node at once: {longest.describe()}")

@@ -13,7 +13,7 @@ namespaces this test creates."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +106,7 @@ def paced_wire(tmp_path: Path) -> Iterator[PacedWire]:
 
 
 def test_the_router_always_routes_every_prefix_through_the_handover_and_back(
-        paced_wire: PacedWire, tmp_path: Path) -> None:
+        paced_wire: PacedWire, tmp_path: Path, figure: Callable[[str], None]) -> None:
     lab = paced_wire.cluster
     paced_wire.settle(30)  # MetalLB's speakers peer from every node
     assert paced_wire.stacks() == dict.fromkeys(LAB_NODES, METALLB)
@@ -141,7 +141,7 @@ def test_the_router_always_routes_every_prefix_through_the_handover_and_back(
     report = (f"{len(samples)} polls of the router over {samples[-1].ended - began:.1f} s"
               f" (hand-over {handed_over - began:.1f} s, lab held {paced_wire.pacer.held:.1f} s"
               f" for the wire); longest moment with fewer next hops than nodes: {shown}")
-    print("\n" + report)
+    figure(report)
     assert problems == [], f"{report}\n" + "\n".join(problems[:20])
     assert longest is not None  # the nodes did leave and come back, one at a time
     assert longest.fewest >= 1

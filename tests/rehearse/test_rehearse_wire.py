@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 
 import pytest
 
@@ -23,7 +24,8 @@ def _our_namespaces() -> list[str]:
 
 
 @pytest.mark.skipif(why_no_wire() is not None, reason=str(why_no_wire()))
-def test_the_wire_follows_the_twin_and_sees_one_announcer() -> None:
+def test_the_wire_follows_the_twin_and_sees_one_announcer(
+        figure: Callable[[str], None]) -> None:
     result = run_cli("rehearse", "--from", str(CLUSTERS / "guide-single-pool"), "--wire",
                      "--time-scale", "0.1", "-o", "json")
     assert result.exit_code == 0, result.stderr
@@ -40,7 +42,7 @@ def test_the_wire_follows_the_twin_and_sees_one_announcer() -> None:
         # The wire shows what the models say: MetalLB's node first, the lease holder last.
         assert seen[0]["nodes"] == before["metallb"], item
         assert seen[-1]["nodes"] == after["cilium"], item
-        print(f"{item['ip']}: silent {item['wire']['cutoverSilence']}s on the wire at cutover"
+        figure(f"{item['ip']}: silent {item['wire']['cutoverSilence']}s on the wire at cutover"
               f" (models: {item['silence']}s)")
     assert next(r for r in report["stages"] if r["phase"] == "wire")["invariants"]["I2"] == "ok"
     assert _our_namespaces() == [], "every namespace of the rehearsal is gone"

@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -200,7 +200,8 @@ def doubled_rounds(watcher: Watcher) -> list[tuple[float, str, list[str]]]:
             for ip, macs in seen["macs"].items() if len(macs) > 1]
 
 
-def test_migration_keeps_one_announcer_and_fails_over(lab_on_wire: LabOnWire) -> None:
+def test_migration_keeps_one_announcer_and_fails_over(
+        lab_on_wire: LabOnWire, figure: Callable[[str], None]) -> None:
     lab = lab_on_wire
     cluster, plan, watcher, mac_of = lab.cluster, lab.plan, lab.watcher, lab.mac_of
 
@@ -249,7 +250,7 @@ def test_migration_keeps_one_announcer_and_fails_over(lab_on_wire: LabOnWire) ->
                                            "--timeout", "45")
     assert code == 0, (stderr, failed_over)
     report = failed_over["failover"]
-    print(f"failover: {json.dumps(report)}")
+    figure(f"failover: {json.dumps(report)}")
     new_holder = report["newHolder"]
     assert report["oldHolder"] == old_holder and new_holder not in (None, old_holder)
     assert report["oldMacs"] == [mac_of[old_holder]]
@@ -268,7 +269,7 @@ def test_migration_keeps_one_announcer_and_fails_over(lab_on_wire: LabOnWire) ->
     for ip in map(str, lab.vips):
         gaps = [end - start for start, end in silent_spans(watcher.seen, ip)
                 if cutover_began <= end and start <= cutover_done + 1]
-        print(f"l2-cutover: {ip} silent for {max(gaps, default=0.0):.3f}s")
+        figure(f"l2-cutover: {ip} silent for {max(gaps, default=0.0):.3f}s")
     assert any(g["mac"] == mac_of[old_holder] for seen in watcher.seen
                for g in seen["gratuitous"])
 
@@ -404,7 +405,8 @@ def cutover_silences(observations: list[dict[str, Any]], ips: list[str],
 
 
 def test_the_asynchronous_lab_migrates_with_one_mac_per_ip_on_the_wire(
-        async_lab_on_wire: LabOnWire, record_property: Any) -> None:
+        async_lab_on_wire: LabOnWire, record_property: Any,
+        figure: Callable[[str], None]) -> None:
     """Every stage by `migrate apply --interface eth0` on the asynchronous lab (speakers and
     agents react after their own delays, pods terminate within their grace period): the
     prober never sees two MACs for an IP, and each IP ends answered by its lease holder. The
@@ -445,9 +447,9 @@ def test_the_asynchronous_lab_migrates_with_one_mac_per_ip_on_the_wire(
                "max": round(max(silences.values()), 3),
                "median": round(statistics.median(silences.values()), 3),
                "planned": [low, high]}
-    for ip, silence in silences.items():
-        print(f"l2-cutover on the asynchronous lab: {ip} silent for {silence:.3f}s")
-    print(f"l2-cutover silence over {len(ips)} IPs: max {summary['max']:.3f}s, median"
+    figure("\n".join(f"l2-cutover on the asynchronous lab: {ip} silent for {silence:.3f}s"
+                     for ip, silence in silences.items()))
+    figure(f"l2-cutover silence over {len(ips)} IPs: max {summary['max']:.3f}s, median"
           f" {summary['median']:.3f}s (lab time scale {ASYNC_TIME_SCALE:g}; the plan states"
           f" {low:g}-{high:g}s on a real cluster)")
     record_property("cutover_silence", json.dumps(summary))
