@@ -7,9 +7,10 @@ pools, N LoadBalancer Services), then runs, each as a whole process from this ch
   delays times 0.05;
 - ``migrate rehearse --from DIR -o json``: the twin on virtual time (what the tests use).
 
-Prints for each: wall time and peak RSS of the process, the verdict, per stage of the first
-apply (and the rollback) the requests, the time in the twin and the expected time on a real
-cluster, and the cutover silence per IP (max and median). Figures are printed, not asserted.
+Prints for each: wall time and peak RSS of the process, the verdict (and on the real clock how
+far the twin's models fell behind it, when they did), per stage of the first apply (and the
+rollback) the requests, the time in the twin and the expected time on a real cluster, and the
+cutover silence per IP (max and median). Figures are printed, not asserted.
 
     python benchmarks/rehearse_scale.py [--services 1000] [--time-scale 0.05]
 """
@@ -50,6 +51,8 @@ def show(title: str, elapsed: float, peak: float, report: dict[str, object]) -> 
     verdict = report["verdict"]
     assert isinstance(verdict, dict)
     print(f"  verdict: {verdict['summary']}")
+    if report.get("behindSeconds") is not None:
+        print(f"  the twin's models ran up to {report['behindSeconds']}s behind the real clock")
     first = verdict.get("first")
     if isinstance(first, dict):
         print(f"  first failure: {first.get('check')} {first.get('object')}: {first.get('detail')}")

@@ -117,6 +117,8 @@ def main() -> int:
                       f" {len(controllers.record.overlaps())}")
             else:
                 print("cutover silence: no IP went from MetalLB to Cilium")
+            print(f"the lab's models ran up to {controllers.lateness:.3f}s behind the clock"
+                  " (a figure above that much is partly the lab's own lag)")
         finally:
             server.stop()
             stop.set()

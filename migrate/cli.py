@@ -597,7 +597,7 @@ def rehearse(from_paths: tuple[str, ...], kubeconfig: str | None, kube_context: 
         click.echo(f"HTML report written to {report_path}", err=True)
     if result.verdict.status == "blocked":
         raise BlockedError(result.verdict.summary)
-    if result.verdict.status == "unsafe":
+    if result.verdict.status in ("unsafe", "inconclusive"):
         raise VerificationError(result.verdict.summary)
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from migrate.plan.model import Plan
     from migrate.rehearse.twin import Twin
 
-__all__ = ["RehearseOptions", "rehearse", "rehearse_snapshot"]
+__all__ = ["BEHIND", "RehearseOptions", "check_kept_up", "rehearse", "rehearse_snapshot", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,7 @@ def rehearse_snapshot(folder: str | Path, options: RehearseOptions, reporter: Re
                 wire.finish()
         report.stages = run.rows
         report.cutover = run.cutover()
+        check_kept_up(report, twin, options)
         if wire is not None:
             window = run.windows.get("apply")
             wire.attach(report.cutover, (window[0].time, window[1].time) if window else None)
@@ -174,6 +175,25 @@ def rehearse_snapshot(folder: str | Path, options: RehearseOptions, reporter: Re
         _chaos(report, folder, plan, options, reporter)
     report.verdict = verdict(report)
     return report
+
+
+BEHIND = 2.0
+"""Modelled seconds the twin's models may run late on a real clock before what they show is
+their own lag rather than the cluster's behaviour: one lease retry period (a Cilium agent
+renews its leases every 2 s), later than which a renewal was missed."""
+
+
+def check_kept_up(report: RehearsalReport, twin: Twin, options: RehearseOptions) -> None:
+    """On a real clock, note in the report when the models fell behind it (too many Services
+    for this time scale: every modelled duration shrinks, the work does not)."""
+    late = twin.lag
+    if options.virtual or late / options.scale <= BEHIND:
+        return
+    report.behind = round(late, 3)
+    report.fidelity.append(
+        f"the twin's models ran up to {late:.2f}s behind the real clock ({late / options.scale:.1f}"
+        f" modelled seconds at time scale {options.scale:g}): leases renewed late, reactions"
+        " came late; rehearse on virtual time (without --time-scale) or at a larger time scale")
 
 
 def _plan_content(plan: Plan) -> str:
@@ -218,6 +238,13 @@ def _chaos(report: RehearsalReport, folder: str | Path, plan: Plan, options: Reh
 def verdict(report: RehearsalReport) -> Verdict:
     """Safe, or the first problem in the order things happened (chaos runs last)."""
     problems = report.problems
+    if problems and report.behind is not None:
+        first = problems[0]
+        return Verdict("inconclusive", f"inconclusive: the twin ran up to {report.behind:g}s"
+                       f" behind its clock, and {invariant_label(first.check)} failed at"
+                       f" {first.where} ({len(problems)} problem(s) in all), which its lag can"
+                       " cause: rehearse on virtual time (without --time-scale) or at a larger"
+                       " --time-scale", first)
     if problems:
         first = problems[0]
         return Verdict("unsafe", f"not safe: {invariant_label(first.check)} failed in the twin"

@@ -27,7 +27,9 @@ def invariant_label(check: str) -> str:
     """A check as a user reads it: ``I2 (one announcer)``; other checks as they are named."""
     name = INVARIANT_NAMES.get(check)
     return f"{check} ({name})" if name else check
-Status = Literal["safe", "blocked", "unsafe"]
+Status = Literal["safe", "blocked", "unsafe", "inconclusive"]
+"""``inconclusive``: problems seen by a twin that fell behind its real clock (they may be its
+own, not the migration's)."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,9 @@ class RehearsalReport:
     chaos_replay: str = ""
     """The command that replays a chaos run (``{seed}`` stands for its seed)."""
     wire: dict[str, Any] | None = None
+    behind: float | None = None
+    """Seconds the twin's models ran behind their real clock, when that distorts what they
+    model (see ``migrate.rehearse.BEHIND``); None: they kept up, or virtual time."""
     verdict: Verdict = field(default_factory=lambda: Verdict("safe", ""))
     assumptions: list[str] = field(default_factory=list)
 
@@ -220,4 +225,6 @@ class RehearsalReport:
                             "results": [run.to_json() for run in self.chaos]}
         if self.wire is not None:
             out["wire"] = self.wire
+        if self.behind is not None:
+            out["behindSeconds"] = self.behind
         return out

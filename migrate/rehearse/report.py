@@ -20,7 +20,8 @@ from migrate.rehearse.model import (
 )
 
 CHECK_STYLE = {"ok": "green", "failed": "bold red", "-": "dim"}
-VERDICT_STYLE = {"safe": "bold green", "blocked": "bold yellow", "unsafe": "bold red"}
+VERDICT_STYLE = {"safe": "bold green", "blocked": "bold yellow", "unsafe": "bold red",
+                 "inconclusive": "bold yellow"}
 
 
 def report_json(report: RehearsalReport) -> str:
@@ -147,7 +148,7 @@ h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}
 .meta{color:#555;margin-bottom:12px}
 .verdict{padding:10px 14px;border-radius:6px;margin:12px 0;font-weight:600}
 .safe{background:#dcfce7;color:#14532d}.unsafe{background:#fee2e2;color:#7f1d1d}
-.blocked{background:#fef9c3;color:#713f12}
+.blocked,.inconclusive{background:#fef9c3;color:#713f12}
 .remedy{font-weight:400;margin-top:4px}
 table{border-collapse:collapse;margin:6px 0}th,td{border:1px solid #ddd;padding:3px 7px;
 text-align:left;vertical-align:top}th{background:#f3f4f6}td.num{text-align:right}

@@ -129,6 +129,14 @@ class Twin:
         """The twin's clock (seconds)."""
         return self.store.clock.now()
 
+    @property
+    def lag(self) -> float:
+        """The most seconds the models ran behind the real clock, beyond the wait between two
+        of their rounds (:data:`MODELS_TICK`); 0 on virtual time."""
+        if self.virtual:
+            return 0.0
+        return max(0.0, self.controllers.lateness - MODELS_TICK)
+
     def sleep(self, seconds: float) -> None:
         """Let ``seconds`` pass in the twin: virtual time moves the clock and runs the models
         up to then; real time sleeps while the models run."""

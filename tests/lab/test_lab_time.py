@@ -3,10 +3,11 @@ to stop, on virtual time (a manual clock the test moves), reproducible per seed.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from migrate.lab.models import Controllers
-from migrate.lab.store import Store
+from migrate.lab.store import Clock, Store
 from tests.lab.models_support import (
     cilium_pool,
     daemonset,
@@ -14,6 +15,7 @@ from tests.lab.models_support import (
     ips,
     l2_advertisement,
     l2_policy,
+    load,
     new_store,
     pods,
     replace_workload,
@@ -318,3 +320,23 @@ def test_speakers_started_with_their_configuration_announce_an_ip_from_two_nodes
     twice = [s for s in lab.record.overlaps() if s.start >= unparked_at]
     assert twice, "speakers that start one by one each announce alone for a moment"
     assert all(len(a.metallb_nodes) == 1 for a in lab.announcements().values())
+
+
+def test_on_a_real_clock_the_lab_measures_how_far_its_models_fell_behind() -> None:
+    """A callback that holds the models up makes the next one run late: ``lateness`` says by
+    how much (what a rehearsal at a small time scale reports); a manual clock is never late."""
+    store = Store(Clock.real())
+    load(store, "cluster")
+    controllers = start(store)
+    scheduler = controllers.runtime.scheduler
+    now = store.clock.now()
+    scheduler.at(now, lambda: time.sleep(0.3), label="a model busy for 0.3 s")
+    ran: list[float] = []
+    scheduler.at(now + 0.05, lambda: ran.append(store.clock.now()), label="due 50 ms later")
+    time.sleep(0.06)
+    controllers.run_until_idle()
+    assert ran and 0.2 < controllers.lateness < 1.0, controllers.lateness
+    virtual = start(new_store("cluster"))
+    virtual.runtime.scheduler.at(5.0, lambda: None, label="due at 5 s")
+    virtual.advance(10.0)
+    assert virtual.lateness == 0.0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+from migrate.rehearse import RehearseOptions, check_kept_up, verdict
 from migrate.rehearse.invariants import (
     backup_problems,
     comparable_objects,
@@ -11,7 +14,7 @@ from migrate.rehearse.invariants import (
     ip_problems,
     rollback_problems,
 )
-from migrate.rehearse.model import Answer
+from migrate.rehearse.model import Answer, Problem, RehearsalReport, StageReport
 from migrate.rehearse.records import AnnouncementChange, Request, StatusChange
 
 IP = "192.0.2.10"
@@ -117,3 +120,44 @@ def test_request_resources_and_writes() -> None:
     assert Request("GET", "/api/v1/namespaces/kube-system").resource == "namespaces"
     assert Request("GET", "/version").resource == ""
     assert Request("DELETE", "/x").is_write and not Request("GET", "/x").is_write
+
+
+def _report(*, problems: bool, behind: float | None) -> RehearsalReport:
+    report = RehearsalReport(source="files", snapshot=None, seed=0,
+                             time="real (time scale 0.05)", timing="realistic", behind=behind)
+    found = [Problem("I2", "IP 10.0.10.4 (ns-10/svc-00610)", "answered by nobody at the end"
+                     " of the stage", "Check the lease holder.", "apply l2-cutover")]
+    report.stages = [StageReport("apply", "l2-cutover", "applied",
+                                 problems=found if problems else [])]
+    return report
+
+
+def test_what_fails_in_a_twin_that_fell_behind_its_clock_is_inconclusive() -> None:
+    late = verdict(_report(problems=True, behind=3.5))
+    assert late.status == "inconclusive"
+    assert late.summary.startswith("inconclusive: the twin ran up to 3.5s behind its clock,"
+                                   " and I2 (one announcer) failed at apply l2-cutover")
+    assert "rehearse on virtual time" in late.summary
+    assert late.first is not None and late.first.subject.startswith("IP 10.0.10.4")
+    assert verdict(_report(problems=True, behind=None)).status == "unsafe"
+    assert verdict(_report(problems=False, behind=3.5)).status == "safe"
+
+
+def test_a_twin_is_behind_only_past_a_modelled_second() -> None:
+    def checked(late: float, *, scale: float, virtual: bool = False) -> RehearsalReport:
+        report = _report(problems=False, behind=None)
+        twin = SimpleNamespace(lag=late)
+        options = RehearseOptions(time_scale=None if virtual else scale)
+        check_kept_up(report, twin, options)  # type: ignore[arg-type]
+        return report
+
+    assert checked(0.09, scale=0.05).behind is None  # 1.8 modelled seconds: kept up
+    assert checked(1.5, scale=1.0).behind is None
+    late = checked(0.2, scale=0.05)  # 4 modelled seconds
+    assert late.behind == 0.2
+    assert late.fidelity == ["the twin's models ran up to 0.20s behind the real clock (4.0"
+                             " modelled seconds at time scale 0.05): leases renewed late,"
+                             " reactions came late; rehearse on virtual time (without"
+                             " --time-scale) or at a larger time scale"]
+    assert late.to_json()["behindSeconds"] == 0.2
+    assert checked(30.0, scale=1.0, virtual=True).behind is None

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+import migrate.rehearse
 from migrate.plan import build
 from migrate.plan.api import make_plan
 from migrate.plan.model import Stage
 from migrate.rehearse import RehearseOptions, rehearse
+from migrate.rehearse.model import RehearsalReport
 from migrate.sources.snapshot import read_snapshot
 from tests.helpers import run_cli
 from tests.rehearse.conftest import CLUSTERS, SCENARIOS, Altered, Progress
@@ -92,6 +94,29 @@ def test_make_before_break_is_two_announcers_in_the_twin(monkeypatch: pytest.Mon
                for ip in document["cutover"])
     assert ("Error: not safe: I2 (one announcer) failed in the twin at apply l2-cutover"
             in result.stderr)
+
+
+def test_a_failure_in_a_twin_that_fell_behind_its_clock_is_inconclusive(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same failure, seen by a twin whose models ran behind the real clock (as at a small
+    ``--time-scale`` with many Services): exit 4 still, but the verdict says its lag may be the
+    cause, and what to do."""
+    _make_before_break(monkeypatch)
+
+    def fell_behind(report: RehearsalReport, twin: object, options: object) -> None:
+        report.behind = 3.2
+        report.fidelity.append("the twin's models ran up to 3.20s behind the real clock")
+
+    monkeypatch.setattr(migrate.rehearse, "check_kept_up", fell_behind)
+    result = run_cli("rehearse", "--from", str(CLUSTERS / "guide-single-pool"), "-o", "json")
+    assert result.exit_code == 4, result.stderr
+    document = json.loads(result.stdout)
+    assert document["verdict"]["status"] == "inconclusive"
+    assert document["verdict"]["first"]["check"] == "I2"
+    assert document["behindSeconds"] == 3.2
+    assert ("Error: inconclusive: the twin ran up to 3.2s behind its clock, and I2 (one"
+            " announcer) failed at apply l2-cutover" in result.stderr)
+    assert "rehearse on virtual time (without --time-scale)" in result.stderr
 
 
 def test_no_cilium_agent_where_the_policy_announces_names_the_lease_wait(

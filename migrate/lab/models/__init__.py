@@ -156,6 +156,9 @@ class Controllers:
         self._run_lock = threading.RLock()
         self.saturated = False
         """True when the last run_until_idle stopped at its budget (a write loop)."""
+        self.lateness = 0.0
+        """On a real clock, the most seconds a due callback ran after its moment: how far the
+        models fell behind their clock (a lease renewed late may have expired meanwhile)."""
         self.metallb_controller = MetalLBControllers(
             self.runtime, namespace=metallb_namespace, lb_class=metallb_lb_class,
             enabled=metallb_controller)
@@ -274,12 +277,16 @@ class Controllers:
         steps = 0
         scheduler = self.runtime.scheduler
         self.saturated = False
+        real = not self.store.clock.is_manual
         while True:
-            timer = scheduler.pop_due(max(self.runtime.now(), scheduler.base()))
+            now = self.runtime.now()
+            timer = scheduler.pop_due(max(now, scheduler.base()))
             if timer is not None:
                 if steps >= max_events:
                     scheduler.at(timer.due, timer.callback, label=timer.label)
                     return self._saturate(steps)
+                if real and now - timer.due > self.lateness:
+                    self.lateness = now - timer.due
                 steps += 1
                 timer.callback()
                 continue
