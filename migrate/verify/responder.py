@@ -93,24 +93,41 @@ class ArpResponder:
         """Make ``serve`` return soon (from another thread or a signal handler)."""
         self._stop.set()
 
+    def close(self) -> None:
+        """Close its socket (``serve`` does when it returns)."""
+        self._sock.close()
+
     def serve(self, *, ips_file: Path | None = None, poll: float = 0.05) -> None:
         """Answer requests until ``stop``; re-read ``ips_file`` when it changes."""
-        watcher = _FileWatcher(ips_file) if ips_file else None
+        watcher = IpsFile(ips_file) if ips_file else None
         try:
             while not self._stop.is_set():
-                if watcher and self._reload.is_set():
-                    self._reload.clear()
-                    watcher.force = True
-                if watcher and (ips := watcher.changed(self._on_event)) is not None:
-                    self.set_ips(ips)
-                self._apply_changes()
-                now = time.monotonic()
-                due = min((when for when, _ in self._garps.values()), default=now + poll)
-                if self._sock.wait(min(poll, max(due - now, 0.0))):
-                    self._answer()
-                self._send_due_garps()
+                self.serve_round(watcher, poll)
         finally:
-            self._sock.close()
+            self.close()
+
+    def serve_round(self, ips_file: IpsFile | None, poll: float) -> None:
+        """One round of :meth:`serve`: a change of ``ips_file``, the requests that came (for
+        up to ``poll`` seconds), the gratuitous ARPs due.
+
+        Requests already queued when the file changes are answered first, for the IPs held
+        before the change: an announcer answers a request when it arrives, so a reply must
+        not depend on how late this process reads it. (Otherwise a responder that is slow to
+        run, on a loaded machine, answers a request that came before it took an IP over, in
+        the same prober round as the reply of the responder that had it.)"""
+        if ips_file and self._reload.is_set():
+            self._reload.clear()
+            ips_file.force = True
+        if ips_file and (ips := ips_file.changed(self._on_event)) is not None:
+            if self._sock.wait(0.0):
+                self._answer()
+            self.set_ips(ips)
+        self._apply_changes()
+        now = time.monotonic()
+        due = min((when for when, _ in self._garps.values()), default=now + poll)
+        if self._sock.wait(min(poll, max(due - now, 0.0))):
+            self._answer()
+        self._send_due_garps()
 
     def _apply_changes(self) -> None:
         with self._lock:
@@ -172,8 +189,8 @@ class ArpResponder:
                 del self._garps[ip]
 
 
-class _FileWatcher:
-    """Re-reads a file of IP specs (one per line, ``#`` comments) when it changes."""
+class IpsFile:
+    """A file of IP specs (one per line, ``#`` comments), re-read when it changes."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -181,6 +198,8 @@ class _FileWatcher:
         self.force = True
 
     def changed(self, report: Callable[[Event], None]) -> list[IPv4Address] | None:
+        """The IPs the file now lists, or None when it has not changed (or cannot be read:
+        then ``report`` gets an ``error`` event and the responder keeps its IPs)."""
         try:
             stat = self.path.stat()
         except FileNotFoundError:

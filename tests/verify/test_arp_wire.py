@@ -11,19 +11,25 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from migrate.verify.arp import OP_REPLY, ArpSocket, format_mac, request_frame
+from migrate.verify.responder import ArpResponder, IpsFile
 from tests.wire import (
+    CLIENT_IP,
     INTERFACE,
     PREFIX_LENGTH,
     Responder,
     Watcher,
     Wire,
     python_env,
+    run_in_namespace,
     vips,
 )
 
@@ -368,3 +374,46 @@ def test_a_responder_keeps_its_ips_when_its_file_turns_bad(
     assert "reversed" in error["message"]
     code, result = wire.probe([vip], *PATIENT)
     assert (code, result["arp"][0]["macs"]) == (0, [n1.mac])
+
+
+def test_a_responder_answers_a_request_for_what_it_held_when_the_request_came(
+        wire: Wire, tmp_path: Path) -> None:
+    """However late the responder process gets to run, a request that arrived before it took
+    an IP over gets no answer from it, and one that arrived before it gave the IP up does.
+    (A slow responder would otherwise answer in the same prober round as the node it took the
+    IP from, which the prober reports as two MACs.)"""
+    vip = vips(1, offset=40)[0]
+    node = wire.nodes[0]
+    responder = run_in_namespace(node, lambda: ArpResponder(INTERFACE, garp_count=0))
+    client = run_in_namespace(wire.client, lambda: ArpSocket(INTERFACE))
+    ips = IpsFile(tmp_path / "ips")
+    request = request_frame(client.mac, CLIENT_IP.packed, vip.packed)
+
+    def replies() -> list[str]:
+        """The MACs that answered a who-has for the VIP within 0.3 s."""
+        seen, deadline = [], time.monotonic() + 0.3
+        while (left := deadline - time.monotonic()) > 0:
+            if client.wait(left):
+                seen += [format_mac(p.sender_mac) for p in client.receive()
+                         if p.op == OP_REPLY and not p.gratuitous and p.sender_ip == vip.packed]
+        return seen
+
+    try:
+        responder.serve_round(ips, 0.0)  # reads the empty file
+        client.send(request)  # queued while the responder does not run
+        (tmp_path / "ips").write_text(f"{vip}\n")
+        responder.serve_round(ips, 0.1)
+        assert replies() == []  # it came before the responder held the VIP
+        client.send(request)
+        responder.serve_round(ips, 0.1)
+        assert replies() == [format_mac(responder.mac)]
+        client.send(request)  # queued: the responder still holds the VIP
+        (tmp_path / "ips").write_text("")
+        responder.serve_round(ips, 0.1)
+        assert replies() == [format_mac(responder.mac)]
+        client.send(request)
+        responder.serve_round(ips, 0.1)
+        assert replies() == []
+    finally:
+        client.close()
+        responder.close()
