@@ -46,11 +46,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     shown: dict[str, list[str]] = {}
     for outcome in ("passed", "failed"):
         for report in terminalreporter.stats.get(outcome, []):
-            for key, value in getattr(report, "user_properties", ()):
-                texts = shown.setdefault(report.nodeid, [])
-                if key == FIGURE and str(value) not in texts:
-                    texts.append(str(value))
-    shown = {nodeid: texts for nodeid, texts in shown.items() if texts}
+            figures = [str(v) for k, v in getattr(report, "user_properties", ()) if k == FIGURE]
+            texts = shown.setdefault(report.nodeid, []) if figures else []
+            texts += [text for text in figures if text not in texts]
     if not shown:
         return
     terminalreporter.section("measured figures")

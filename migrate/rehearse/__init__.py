@@ -187,7 +187,7 @@ def check_kept_up(report: RehearsalReport, twin: Twin, options: RehearseOptions)
     """On a real clock, note in the report when the models fell behind it (too many Services
     for this time scale: every modelled duration shrinks, the work does not)."""
     late = twin.lag
-    if options.virtual or late / options.scale <= BEHIND:
+    if late / options.scale <= BEHIND:
         return
     report.behind = round(late, 3)
     report.fidelity.append(
